@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The one list of Debian packages this project needs. README, .ci/run and the Dockerfile all call this script,
+# so the three can never disagree.
+#
+#   install-deps.sh build    compilers and -dev libraries
+#   install-deps.sh test     build + the real programs the tests drive
+#   install-deps.sh runtime  what the image needs to run (no compilers)
+set -euo pipefail
+
+build=(
+  g++ cmake make pkg-config ca-certificates
+  nginx nginx-dev            # the module is built against Debian's nginx sources (--with-compat) and loaded by it
+  libssh-dev                 # tunneld's SSH server
+  liblmdb-dev lmdb-utils     # the registry; mdb_stat for inspection
+  catch2                     # unit tests (v2, prebuilt Catch2WithMain)
+)
+test=(
+  openssh-client openssh-server  # real ssh -R clients; sshd for the original stack in benchmarks
+  dropbear-bin putty-tools autossh
+  prometheus prometheus-node-exporter
+  curl wrk procps iproute2 psmisc
+  python3 python3-pytest
+)
+
+want=()
+case "${1:-test}" in
+  build) want=("${build[@]}") ;;
+  test) want=("${build[@]}" "${test[@]}") ;;
+  runtime) want=(nginx libssh-4 liblmdb0 openssh-client ca-certificates) ;;
+  *) echo "usage: $0 build|test|runtime" >&2; exit 1 ;;
+esac
+
+export DEBIAN_FRONTEND=noninteractive
+# Skip apt entirely when everything is present: keeps repeated runs fast and offline-safe.
+missing=()
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi

@@ -1,0 +1,33 @@
+// Encoding and decoding of registry values (format in registry_schema.hpp). Decoders throw DecodeError on any
+// malformed input: they are fuzzed.
+#pragma once
+
+#include "monitoring_proxy/registry_schema.hpp"
+
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+namespace monitoring_proxy::registry {
+
+class DecodeError : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+std::string encode(const TargetRecord& r);
+std::string encode(const TunnelRecord& r);
+std::string encode(const InstanceRecord& r);
+TargetRecord decode_target(std::string_view bytes);
+TunnelRecord decode_tunnel(std::string_view bytes);
+InstanceRecord decode_instance(std::string_view bytes);
+std::string encode_u64(std::uint64_t v);
+std::uint64_t decode_u64(std::string_view bytes);
+
+// The hot path's decoders: no allocation, views into `bytes`.
+// Port of a TunnelRecord without decoding the strings.
+std::uint16_t tunnel_port(std::string_view bytes);
+// Whether `path` is allowed by a TargetRecord's path_prefixes (every path when there are none).
+bool target_allows_path(std::string_view bytes, std::string_view path);
+
+}  // namespace monitoring_proxy::registry

@@ -1,0 +1,24 @@
+// Validation of the names the registry stores. Each check returns an empty string when valid, otherwise a
+// message that states the rule, ready to show a user.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+namespace monitoring_proxy {
+
+// Target names: lower-case [a-z0-9][a-z0-9._-]{0,62}. They appear in URLs, Prometheus labels and file names.
+inline constexpr const char* kTargetNameRule = "[a-z0-9][a-z0-9._-]{0,62} (lower case, at most 63 characters)";
+bool valid_target_name(std::string_view name) noexcept;
+std::string check_target_name(std::string_view name);
+
+// Prometheus label names: [a-zA-Z_][a-zA-Z0-9_]*, and names starting with "__" are reserved.
+bool valid_label_name(std::string_view name) noexcept;
+std::string check_label_name(std::string_view name);
+// Label values: any UTF-8, at most 1024 bytes here.
+std::string check_label_value(std::string_view value);
+
+// Allowed path prefixes and metrics paths: start with '/', printable ASCII, no "..", no '?', '#' or '%'.
+std::string check_path(std::string_view path);
+
+}  // namespace monitoring_proxy

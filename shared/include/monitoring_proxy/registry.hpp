@@ -1,0 +1,126 @@
+// The registry as its writers (tunnelctl, tunneld) and its inspectors see it. The nginx module's hot path uses
+// reader.hpp instead.
+#pragma once
+
+#include "monitoring_proxy/lmdb.hpp"
+#include "monitoring_proxy/registry_schema.hpp"
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace monitoring_proxy::registry {
+
+// A refused change (unknown target, duplicate, invalid value): tunnelctl exits 2 with its message.
+class RefusedChange : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+// The registry exists but cannot be used as it is (wrong schema version, not a registry, bad permissions).
+class RegistryError : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+inline constexpr std::size_t kDefaultMapSize = std::size_t{64} << 20;
+
+struct OpenOptions {
+    std::string dir = kDefaultDir;
+    bool create = true;          // create missing environments (with the permission policy)
+    bool read_only = false;      // open both environments MDB_RDONLY (still needs lock.mdb write access)
+    std::size_t map_size = 0;    // 0: kDefaultMapSize or what the file already has, whichever is larger
+    std::string group;           // group for new files/dirs; empty: $MONITORING_PROXY_REGISTRY_GROUP or none
+    bool live = true;            // also open DIR/live
+};
+
+// --registry DIR, else $MONITORING_PROXY_REGISTRY, else kDefaultDir.
+std::string resolve_dir(const std::string& flag_value);
+
+struct SnapshotEntry {
+    std::string name;
+    std::optional<TargetRecord> target;  // nullopt: live tunnel whose target was removed meanwhile
+    std::optional<TunnelRecord> tunnel;  // nullopt: declared, not connected
+};
+
+// One write transaction on the declared environment.
+class DeclaredTxn {
+public:
+    std::optional<TargetRecord> get(std::string_view name);
+    // Inserts or replaces; keeps key_targets in step. Validates name, labels, paths (RefusedChange).
+    void put(std::string_view name, const TargetRecord& record);
+    bool remove(std::string_view name);
+    std::vector<std::string> names();
+    std::vector<std::string> targets_for_key(std::string_view fingerprint);
+
+private:
+    friend class Registry;
+    DeclaredTxn(lmdb::Txn& txn, MDB_dbi targets, MDB_dbi key_targets)
+        : txn_(txn), targets_(targets), key_targets_(key_targets) {}
+    lmdb::Txn& txn_;
+    MDB_dbi targets_, key_targets_;
+};
+
+// One write transaction on the live environment.
+class LiveTxn {
+public:
+    std::optional<TunnelRecord> get_tunnel(std::string_view name);
+    void put_tunnel(std::string_view name, const TunnelRecord& record);
+    // Removes the tunnel only if `instance` still owns it (a newer session may have taken it over).
+    bool remove_tunnel(std::string_view name, std::uint64_t instance);
+    void put_instance(std::uint64_t id, const InstanceRecord& record);
+    void remove_instance(std::uint64_t id);
+    void add_counter(std::string_view key, std::uint64_t delta);
+    void set_counter(std::string_view key, std::uint64_t value);
+
+private:
+    friend class Registry;
+    LiveTxn(lmdb::Txn& txn, MDB_dbi tunnels, MDB_dbi instances, MDB_dbi counters)
+        : txn_(txn), tunnels_(tunnels), instances_(instances), counters_(counters) {}
+    lmdb::Txn& txn_;
+    MDB_dbi tunnels_, instances_, counters_;
+};
+
+class Registry {
+public:
+    static Registry open(const OpenOptions& options);
+    Registry(Registry&&) noexcept = default;
+    Registry& operator=(Registry&&) noexcept = default;
+
+    const std::string& dir() const noexcept { return dir_; }
+
+    // Each runs `fn` inside one write transaction, committed when fn returns, aborted if it throws.
+    void update_declared(const std::function<void(DeclaredTxn&)>& fn);
+    void update_live(const std::function<void(LiveTxn&)>& fn);
+
+    // Reads, each in its own short read transaction.
+    std::optional<TargetRecord> get_target(std::string_view name);
+    std::vector<std::string> targets_for_key(std::string_view fingerprint);
+    std::optional<TunnelRecord> get_tunnel(std::string_view name);
+    std::vector<SnapshotEntry> snapshot();  // declared and live, sorted by name
+    std::map<std::string, std::uint64_t> counters();
+    std::map<std::uint64_t, InstanceRecord> instances();
+
+    // tunneld at start: removes tunnels (and instance records) whose owning process is gone. Returns the names
+    // of the swept tunnels.
+    std::vector<std::string> sweep_dead_instances();
+
+private:
+    Registry() = default;
+    std::string dir_;
+    lmdb::Env declared_, live_;
+    MDB_dbi meta_{}, targets_{}, key_targets_{};
+    MDB_dbi live_meta_{}, tunnels_{}, instances_{}, counters_{};
+};
+
+// Is the process an InstanceRecord describes still running (same pid and same start time)?
+bool instance_alive(const InstanceRecord& record);
+// This process's InstanceRecord.
+InstanceRecord current_instance();
+
+}  // namespace monitoring_proxy::registry

@@ -1,0 +1,99 @@
+// The registry schema: the contract between tunneld/tunnelctl (writers) and the nginx module (reader).
+//
+// A registry is a directory holding two LMDB environments:
+//
+//   DIR/            the *declared* environment (data.mdb, lock.mdb), durable: every commit is fsynced.
+//                   Written by tunnelctl (and by tunneld when a host self-registers).
+//     meta          "schema_version" -> u32 LE (kSchemaVersion)
+//     targets       target name      -> TargetRecord (encoding below)
+//     key_targets   key fingerprint  -> target name  (MDB_DUPSORT; index of TargetRecord::key_fingerprints)
+//
+//   DIR/live/       the *live* environment, written by tunneld only, opened with MDB_NOSYNC: a record of
+//                   connections that exist right now needs no fsync (1,000 reconnects must land within 2 s),
+//                   and it survives a crash of tunneld (the page cache keeps it). After a reboot it is
+//                   meaningless: tunneld compares the stored boot id and recreates it.
+//     meta          "schema_version" -> u32 LE, "boot_id" -> the kernel's boot id text
+//     tunnels       target name      -> TunnelRecord
+//     instances     instance id (u64 LE) -> InstanceRecord (the tunneld process owning tunnels)
+//     counters      metric key text  -> u64 LE (tunneld's counters, exported by the module's metrics page)
+//
+// Both environments carry the same schema version. A process that opens a registry whose version differs
+// from kSchemaVersion fails with a message naming both versions; nothing is migrated implicitly.
+//
+// Value encoding (all records): byte 0 is the record's encoding version (kRecordVersion); then the fields in
+// the order listed, integers little-endian and fixed width, strings as u16 LE length + bytes, lists as u16 LE
+// count + items. Decoders check every length against the value size and reject trailing bytes, so a corrupt
+// value is an error, never an overread. Unknown record versions are rejected.
+//
+// Permissions (see README "Registry permissions"): directories are 2750 owner:GROUP (setgid so files inherit
+// GROUP), data.mdb 0640, lock.mdb 0660. GROUP is the group nginx workers run as (--registry-group); readers open
+// data.mdb read-only but LMDB needs them to write lock.mdb (reader slots).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace monitoring_proxy::registry {
+
+inline constexpr std::uint32_t kSchemaVersion = 1;
+inline constexpr std::uint8_t kRecordVersion = 1;
+
+inline constexpr const char* kDefaultDir = "/var/lib/monitoring-proxy/registry";
+inline constexpr const char* kDirEnvVar = "MONITORING_PROXY_REGISTRY";
+inline constexpr const char* kGroupEnvVar = "MONITORING_PROXY_REGISTRY_GROUP";
+inline constexpr const char* kLiveSubdir = "live";
+
+// Database names (LMDB named databases).
+inline constexpr const char* kDbMeta = "meta";
+inline constexpr const char* kDbTargets = "targets";
+inline constexpr const char* kDbKeyTargets = "key_targets";
+inline constexpr const char* kDbTunnels = "tunnels";
+inline constexpr const char* kDbInstances = "instances";
+inline constexpr const char* kDbCounters = "counters";
+
+inline constexpr const char* kMetaSchemaVersion = "schema_version";
+inline constexpr const char* kMetaBootId = "boot_id";
+
+inline constexpr std::size_t kMaxNameLength = 63;
+
+// How a target came to be declared.
+enum class Origin : std::uint8_t {
+    kTunnelctl = 0,      // tunnelctl add
+    kImport = 1,         // tunnelctl import-targets (the original image's /etc/monitoring/targets)
+    kSelfRegistered = 2  // tunneld --allow-undeclared: first key to claim a new name owns it
+};
+
+// targets/<name>
+struct TargetRecord {
+    std::uint16_t fixed_port = 0;                                   // 0: tunneld picks one in its range
+    std::int64_t created_unix = 0;                                  // seconds
+    Origin origin = Origin::kTunnelctl;
+    std::string metrics_path;                                       // empty: "/metrics"
+    std::vector<std::pair<std::string, std::string>> labels;        // sorted by name, unique
+    std::vector<std::string> key_fingerprints;                      // "SHA256:<base64>", sorted, unique
+    std::vector<std::string> path_prefixes;                         // empty: every path allowed
+    bool operator==(const TargetRecord&) const = default;
+};
+
+// live tunnels/<name>
+struct TunnelRecord {
+    std::uint16_t port = 0;               // tunneld listens on 127.0.0.1:port
+    std::uint64_t instance = 0;           // owning tunneld instance (instances/<id>)
+    std::int64_t connected_unix_ms = 0;
+    std::string client_address;           // "203.0.113.7:51234"
+    std::string key_fingerprint;
+    bool operator==(const TunnelRecord&) const = default;
+};
+
+// live instances/<id>
+struct InstanceRecord {
+    std::int32_t pid = 0;
+    std::uint64_t start_ticks = 0;        // /proc/<pid>/stat field 22: tells a live pid from a reused one
+    std::int64_t started_unix_ms = 0;
+    bool operator==(const InstanceRecord&) const = default;
+};
+
+}  // namespace monitoring_proxy::registry

@@ -1,0 +1,21 @@
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+import mp  # noqa: E402
+
+
+@pytest.fixture
+def workdir():
+    d = mp.make_workdir()
+    yield d
+    mp.remove_workdir(d)
+
+
+@pytest.fixture
+def procs(workdir):
+    p = mp.Processes(workdir)
+    yield p
+    p.stop_all()

@@ -1,0 +1,107 @@
+"""Shared plumbing for end-to-end tests: where the built programs are, free loopback ports, processes that are
+always stopped by pid, and polling with a deadline instead of sleeping."""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+BUILD_DIR = os.environ.get("MP_BUILD_DIR", os.path.join(os.path.dirname(__file__), "..", "..", "build"))
+SOURCE_DIR = os.environ.get("MP_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
+
+
+def program(name):
+    """Path of a built program (tunneld, tunnelctl) or module (ngx_http_tunnel_module.so)."""
+    for sub in ("tunneld/src", "tunneld/tunnelctl", "ngx_module", ""):
+        p = os.path.join(BUILD_DIR, sub, name)
+        if os.path.exists(p):
+            return os.path.abspath(p)
+    raise FileNotFoundError(f"{name} not built under {BUILD_DIR}")
+
+
+def free_port():
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout=10.0, interval=0.02, what="condition"):
+    """Polls `predicate` until it returns a truthy value (returned) or the deadline passes (AssertionError)."""
+    deadline = time.monotonic() + timeout
+    last_exc = None
+    while True:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as exc:  # the condition may fail while a server starts
+            last_exc = exc
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}" +
+                                 (f" (last error: {last_exc!r})" if last_exc else ""))
+        time.sleep(interval)
+
+
+def port_open(port, host="127.0.0.1"):
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+class Processes:
+    """Starts programs and guarantees each is stopped by its pid (SIGTERM, then SIGKILL)."""
+
+    def __init__(self, workdir):
+        self.workdir = workdir
+        self.procs = []
+
+    def start(self, args, name=None, env=None, **kw):
+        name = name or os.path.basename(args[0])
+        log = open(os.path.join(self.workdir, f"{name}.{len(self.procs)}.log"), "wb")
+        full_env = dict(os.environ)
+        if env:
+            full_env.update(env)
+        p = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=full_env,
+                             stdin=subprocess.DEVNULL, start_new_session=True, **kw)
+        p.log_path = log.name
+        p.log_file = log
+        self.procs.append(p)
+        return p
+
+    @staticmethod
+    def log_text(p):
+        p.log_file.flush()
+        with open(p.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def stop(self, p, sig=signal.SIGTERM, timeout=10):
+        if p.poll() is None:
+            try:
+                os.kill(p.pid, sig)
+                p.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(p.pid, signal.SIGKILL)
+                p.wait()
+            except ProcessLookupError:
+                pass
+        return p.returncode
+
+    def stop_all(self):
+        for p in reversed(self.procs):
+            self.stop(p)
+            p.log_file.close()
+
+
+def make_workdir(prefix="mp-e2e-"):
+    d = tempfile.mkdtemp(prefix=prefix)
+    os.chmod(d, 0o755)  # nginx workers (nobody) must traverse it
+    return d
+
+
+def remove_workdir(d):
+    shutil.rmtree(d, ignore_errors=True)
