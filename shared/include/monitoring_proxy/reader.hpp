@@ -6,6 +6,7 @@
 #include "monitoring_proxy/registry.hpp"
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -28,6 +29,8 @@ class Reader {
 public:
     // Opens DIR and DIR/live read-only and clears stale reader slots. Throws LmdbError / RegistryError.
     explicit Reader(const std::string& dir);
+    Reader(const Reader&) = delete;  // reused txns point into this object's environments
+    Reader& operator=(const Reader&) = delete;
 
     // `name` must already be valid (valid_target_name); `path` is the part after /<name>, starting with '/'.
     // Throws LmdbError when the registry cannot be read. Allocates nothing.
@@ -35,13 +38,15 @@ public:
 
     // Everything at once, for discovery, metrics and the status page (allocates; not for the proxy path).
     std::vector<SnapshotEntry> snapshot();
-    std::vector<std::pair<std::string, std::uint64_t>> counters();
+    std::map<std::string, std::uint64_t> counters();
 
     const std::string& dir() const noexcept { return dir_; }
 
 private:
     // Renews a reused read txn, handling MDB_MAP_RESIZED (a writer grew the map) by adopting the new size.
     void begin(lmdb::Env& env, lmdb::Txn& txn);
+    // Opens DIR/live once it exists; false while it does not.
+    bool open_live();
     std::string dir_;
     lmdb::Env declared_, live_;
     lmdb::Txn declared_txn_, live_txn_;

@@ -106,13 +106,17 @@ public:
     std::map<std::string, std::uint64_t> counters();
     std::map<std::uint64_t, InstanceRecord> instances();
 
-    // tunneld at start: removes tunnels (and instance records) whose owning process is gone. Returns the names
-    // of the swept tunnels.
+    // tunneld at start: removes tunnels (and instance records) whose owning process is gone, and everything
+    // recorded before the last reboot (boot id). Returns the names of the swept tunnels.
     std::vector<std::string> sweep_dead_instances();
+
+    // Things open() repaired and its caller should log (e.g. a corrupt live environment recreated).
+    const std::vector<std::string>& notices() const noexcept { return notices_; }
 
 private:
     Registry() = default;
     std::string dir_;
+    std::vector<std::string> notices_;
     lmdb::Env declared_, live_;
     MDB_dbi meta_{}, targets_{}, key_targets_{};
     MDB_dbi live_meta_{}, tunnels_{}, instances_{}, counters_{};
@@ -122,5 +126,7 @@ private:
 bool instance_alive(const InstanceRecord& record);
 // This process's InstanceRecord.
 InstanceRecord current_instance();
+// A random id for a new tunneld instance.
+std::uint64_t new_instance_id();
 
 }  // namespace monitoring_proxy::registry

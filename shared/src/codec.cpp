@@ -1,0 +1,192 @@
+#include "monitoring_proxy/codec.hpp"
+
+#include <cstring>
+#include <limits>
+
+namespace monitoring_proxy::registry {
+namespace {
+
+class Writer {
+public:
+    explicit Writer(std::uint8_t version) { out_.push_back(static_cast<char>(version)); }
+    template <class T>
+    void integer(T v) {
+        auto u = static_cast<std::make_unsigned_t<T>>(v);
+        for (std::size_t i = 0; i < sizeof(T); ++i) out_.push_back(static_cast<char>((u >> (8 * i)) & 0xff));
+    }
+    void count(std::size_t n, const char* what) {
+        if (n > std::numeric_limits<std::uint16_t>::max())
+            throw std::length_error(std::string(what) + " too long to store (" + std::to_string(n) + ")");
+        integer<std::uint16_t>(static_cast<std::uint16_t>(n));
+    }
+    void string(std::string_view s) {
+        count(s.size(), "string");
+        out_.append(s);
+    }
+    std::string take() { return std::move(out_); }
+
+private:
+    std::string out_;
+};
+
+// Bounds-checked reading over a value; every failure is a DecodeError naming the record and the field.
+class Reader {
+public:
+    Reader(std::string_view in, const char* record) : in_(in), record_(record) {
+        if (in_.empty()) fail("empty value");
+        if (static_cast<std::uint8_t>(in_[0]) != kRecordVersion)
+            fail("unknown record version " + std::to_string(static_cast<std::uint8_t>(in_[0])));
+        pos_ = 1;
+    }
+    template <class T>
+    T integer(const char* field) {
+        need(sizeof(T), field);
+        std::make_unsigned_t<T> u = 0;
+        for (std::size_t i = 0; i < sizeof(T); ++i)
+            u |= static_cast<std::make_unsigned_t<T>>(static_cast<unsigned char>(in_[pos_ + i])) << (8 * i);
+        pos_ += sizeof(T);
+        return static_cast<T>(u);
+    }
+    std::string_view string(const char* field) {
+        std::size_t n = integer<std::uint16_t>(field);
+        need(n, field);
+        std::string_view s = in_.substr(pos_, n);
+        pos_ += n;
+        return s;
+    }
+    void skip_strings(std::size_t n, const char* field) {
+        for (std::size_t i = 0; i < n; ++i) string(field);
+    }
+    void end() {
+        if (pos_ != in_.size()) fail(std::to_string(in_.size() - pos_) + " trailing bytes");
+    }
+    [[noreturn]] void fail(const std::string& why) { throw DecodeError(std::string(record_) + " record: " + why); }
+
+private:
+    void need(std::size_t n, const char* field) {
+        if (in_.size() - pos_ < n) fail(std::string("truncated at ") + field);
+    }
+    std::string_view in_;
+    std::size_t pos_ = 0;
+    const char* record_;
+};
+
+}  // namespace
+
+std::string encode(const TargetRecord& r) {
+    Writer w(kRecordVersion);
+    w.integer(r.fixed_port);
+    w.integer(r.created_unix);
+    w.integer(static_cast<std::uint8_t>(r.origin));
+    w.string(r.metrics_path);
+    w.count(r.labels.size(), "labels");
+    for (const auto& [k, v] : r.labels) {
+        w.string(k);
+        w.string(v);
+    }
+    w.count(r.key_fingerprints.size(), "keys");
+    for (const auto& k : r.key_fingerprints) w.string(k);
+    w.count(r.path_prefixes.size(), "paths");
+    for (const auto& p : r.path_prefixes) w.string(p);
+    return w.take();
+}
+
+TargetRecord decode_target(std::string_view bytes) {
+    Reader in(bytes, "target");
+    TargetRecord r;
+    r.fixed_port = in.integer<std::uint16_t>("fixed_port");
+    r.created_unix = in.integer<std::int64_t>("created");
+    auto origin = in.integer<std::uint8_t>("origin");
+    if (origin > static_cast<std::uint8_t>(Origin::kSelfRegistered)) in.fail("unknown origin " + std::to_string(origin));
+    r.origin = static_cast<Origin>(origin);
+    r.metrics_path = in.string("metrics_path");
+    for (std::size_t n = in.integer<std::uint16_t>("labels"); n; --n) {
+        std::string k(in.string("label name"));
+        r.labels.emplace_back(std::move(k), in.string("label value"));
+    }
+    for (std::size_t n = in.integer<std::uint16_t>("keys"); n; --n) r.key_fingerprints.emplace_back(in.string("key"));
+    for (std::size_t n = in.integer<std::uint16_t>("paths"); n; --n) r.path_prefixes.emplace_back(in.string("path"));
+    in.end();
+    return r;
+}
+
+std::string encode(const TunnelRecord& r) {
+    Writer w(kRecordVersion);
+    w.integer(r.port);
+    w.integer(r.instance);
+    w.integer(r.connected_unix_ms);
+    w.string(r.client_address);
+    w.string(r.key_fingerprint);
+    return w.take();
+}
+
+TunnelRecord decode_tunnel(std::string_view bytes) {
+    Reader in(bytes, "tunnel");
+    TunnelRecord r;
+    r.port = in.integer<std::uint16_t>("port");
+    r.instance = in.integer<std::uint64_t>("instance");
+    r.connected_unix_ms = in.integer<std::int64_t>("connected");
+    r.client_address = in.string("client");
+    r.key_fingerprint = in.string("fingerprint");
+    in.end();
+    return r;
+}
+
+std::string encode(const InstanceRecord& r) {
+    Writer w(kRecordVersion);
+    w.integer(r.pid);
+    w.integer(r.start_ticks);
+    w.integer(r.started_unix_ms);
+    return w.take();
+}
+
+InstanceRecord decode_instance(std::string_view bytes) {
+    Reader in(bytes, "instance");
+    InstanceRecord r;
+    r.pid = in.integer<std::int32_t>("pid");
+    r.start_ticks = in.integer<std::uint64_t>("start_ticks");
+    r.started_unix_ms = in.integer<std::int64_t>("started");
+    in.end();
+    return r;
+}
+
+std::string encode_u64(std::uint64_t v) {
+    std::string out(8, '\0');
+    for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((v >> (8 * i)) & 0xff);
+    return out;
+}
+
+std::uint64_t decode_u64(std::string_view bytes) {
+    if (bytes.size() != 8) throw DecodeError("u64 value: " + std::to_string(bytes.size()) + " bytes, expected 8");
+    std::uint64_t v = 0;
+    for (int i = 0; i < 8; ++i) v |= static_cast<std::uint64_t>(static_cast<unsigned char>(bytes[i])) << (8 * i);
+    return v;
+}
+
+std::uint16_t tunnel_port(std::string_view bytes) {
+    Reader in(bytes, "tunnel");
+    return in.integer<std::uint16_t>("port");
+}
+
+bool target_allows_path(std::string_view bytes, std::string_view path) {
+    Reader in(bytes, "target");
+    in.integer<std::uint16_t>("fixed_port");
+    in.integer<std::int64_t>("created");
+    in.integer<std::uint8_t>("origin");
+    in.string("metrics_path");
+    in.skip_strings(2 * std::size_t{in.integer<std::uint16_t>("labels")}, "label");
+    in.skip_strings(in.integer<std::uint16_t>("keys"), "key");
+    std::size_t n = in.integer<std::uint16_t>("paths");
+    if (n == 0) return true;
+    for (; n; --n) {
+        std::string_view prefix = in.string("path");
+        // "/metrics" allows "/metrics" and "/metrics?x" style exact hits and "/metrics/..." below it, but not
+        // "/metricsfoo"; a prefix ending in '/' allows everything below it.
+        if (path.starts_with(prefix) &&
+            (path.size() == prefix.size() || prefix.ends_with('/') || path[prefix.size()] == '/'))
+            return true;
+    }
+    return false;
+}
+
+}  // namespace monitoring_proxy::registry

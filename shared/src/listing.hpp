@@ -1,0 +1,23 @@
+// Pieces shared by the writer API (registry.cpp) and the nginx reader (reader.cpp), which must never open the
+// same environment twice in one process (closing the second handle would drop LMDB's fcntl locks).
+#pragma once
+
+#include "monitoring_proxy/lmdb.hpp"
+#include "monitoring_proxy/registry.hpp"
+
+#include <map>
+#include <string>
+#include <vector>
+
+namespace monitoring_proxy::registry::detail {
+
+// Throws RegistryError unless the environment carries kSchemaVersion; writes it into a new, empty one.
+void check_schema(lmdb::Txn& txn, MDB_dbi meta, MDB_dbi any_data, bool writable, const std::string& path);
+
+// Adds every declared target / live tunnel to `by_name`.
+void collect_targets(lmdb::Txn& txn, MDB_dbi targets, std::map<std::string, SnapshotEntry>& by_name);
+void collect_tunnels(lmdb::Txn& txn, MDB_dbi tunnels, std::map<std::string, SnapshotEntry>& by_name);
+std::vector<SnapshotEntry> to_sorted_vector(std::map<std::string, SnapshotEntry>&& by_name);
+std::map<std::string, std::uint64_t> collect_counters(lmdb::Txn& txn, MDB_dbi counters);
+
+}  // namespace monitoring_proxy::registry::detail

@@ -1,0 +1,74 @@
+#include "permissions.hpp"
+
+#include "monitoring_proxy/registry.hpp"
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <grp.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace monitoring_proxy::registry {
+namespace {
+std::string errno_text(const std::string& what, const std::string& path) {
+    return what + " " + path + ": " + std::strerror(errno);
+}
+
+void set_mode_and_group(const std::string& path, mode_t mode, gid_t group) {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) {
+        if (errno == ENOENT) return;
+        throw RegistryError(errno_text("cannot stat", path));
+    }
+    // Only the owner (or root) can change these; a writer running as someone else keeps what it found.
+    if (st.st_uid != ::geteuid() && ::geteuid() != 0) return;
+    if (group != static_cast<gid_t>(-1) && st.st_gid != group && ::chown(path.c_str(), -1, group) != 0)
+        throw RegistryError(errno_text("cannot give group " + std::to_string(group) + " to", path));
+    if ((st.st_mode & 07777) != mode && ::chmod(path.c_str(), mode) != 0)
+        throw RegistryError(errno_text("cannot chmod", path));
+}
+}  // namespace
+
+gid_t resolve_group(const std::string& name) {
+    std::string chosen = name;
+    bool explicit_choice = !chosen.empty();
+    if (chosen.empty()) {
+        if (const char* env = std::getenv(kGroupEnvVar); env && *env) {
+            chosen = env;
+            explicit_choice = true;
+        } else {
+            chosen = "www-data";
+        }
+    }
+    if (struct group* g = ::getgrnam(chosen.c_str())) return g->gr_gid;
+    char* end = nullptr;
+    long numeric = std::strtol(chosen.c_str(), &end, 10);
+    if (end && *end == '\0' && numeric >= 0) return static_cast<gid_t>(numeric);
+    if (explicit_choice)
+        throw RegistryError("unknown registry group \"" + chosen + "\" (from --registry-group or $" + kGroupEnvVar +
+                            "): it must be the group nginx workers run as");
+    return static_cast<gid_t>(-1);
+}
+
+bool ensure_dir(const std::string& dir) {
+    struct stat st {};
+    if (::stat(dir.c_str(), &st) == 0) {
+        if (!S_ISDIR(st.st_mode)) throw RegistryError("registry path " + dir + " exists and is not a directory");
+        return false;
+    }
+    if (errno != ENOENT) throw RegistryError(errno_text("cannot access registry directory", dir));
+    auto slash = dir.find_last_of('/');
+    if (slash != std::string::npos && slash > 0) ensure_dir(dir.substr(0, slash));
+    if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST)
+        throw RegistryError(errno_text("cannot create registry directory", dir));
+    return true;
+}
+
+void apply_policy(const std::string& dir, gid_t group) {
+    set_mode_and_group(dir, kDirMode, group);
+    set_mode_and_group(dir + "/data.mdb", kDataMode, group);
+    set_mode_and_group(dir + "/lock.mdb", kLockMode, group);
+}
+
+}  // namespace monitoring_proxy::registry

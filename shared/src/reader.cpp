@@ -1,0 +1,119 @@
+#include "monitoring_proxy/reader.hpp"
+
+#include "monitoring_proxy/codec.hpp"
+#include "listing.hpp"
+
+#include <cerrno>
+
+namespace monitoring_proxy::registry {
+namespace {
+
+// Resets a reused read txn when a lookup ends, however it ends.
+struct ResetOnExit {
+    lmdb::Txn& txn;
+    ~ResetOnExit() { txn.reset(); }
+};
+
+lmdb::Env open_read_only(const std::string& path) { return lmdb::Env(path, MDB_RDONLY, 0, 8, 0640); }
+
+}  // namespace
+
+Reader::Reader(const std::string& dir) : dir_(dir) {
+    declared_ = open_read_only(dir);
+    declared_.reader_check();  // slots left by killed workers
+    lmdb::Txn txn(declared_, MDB_RDONLY);
+    auto meta = txn.open_db(kDbMeta);
+    auto targets = txn.open_db(kDbTargets);
+    if (!meta || !targets)
+        throw RegistryError("registry " + dir + " is empty or not a monitoring-proxy registry; create it with "
+                            "tunnelctl or tunneld");
+    detail::check_schema(txn, *meta, *targets, false, dir);
+    targets_ = *targets;
+    txn.commit();
+    declared_txn_ = lmdb::Txn(declared_, MDB_RDONLY);
+    declared_txn_.reset();
+}
+
+void Reader::begin(lmdb::Env& env, lmdb::Txn& txn) {
+    int rc = txn.renew();
+    if (rc == MDB_MAP_RESIZED) {
+        // A writer grew the map since this process mapped it: adopt the new size, then renew again.
+        lmdb::check(mdb_env_set_mapsize(env.get(), 0), env.path(), "cannot adopt the grown map size");
+        rc = txn.renew();
+    }
+    lmdb::check(rc, env.path(), "cannot renew read transaction");
+}
+
+bool Reader::open_live() {
+    if (have_live_) return true;
+    // tunneld may create the live environment after nginx started: try again on demand.
+    const std::string live_dir = dir_ + "/" + kLiveSubdir;
+    lmdb::Env env;
+    try {
+        env = open_read_only(live_dir);
+    } catch (const lmdb::LmdbError& e) {
+        if (e.code() == ENOENT) return false;
+        throw;
+    }
+    env.reader_check();
+    lmdb::Txn txn(env, MDB_RDONLY);
+    auto meta = txn.open_db(kDbMeta);
+    auto tunnels = txn.open_db(kDbTunnels);
+    auto counters = txn.open_db(kDbCounters);
+    if (!meta || !tunnels || !counters) return false;  // being created right now
+    detail::check_schema(txn, *meta, *tunnels, false, live_dir);
+    tunnels_ = *tunnels, counters_ = *counters;
+    txn.commit();
+    live_ = std::move(env);
+    live_txn_ = lmdb::Txn(live_, MDB_RDONLY);
+    live_txn_.reset();
+    have_live_ = true;
+    return true;
+}
+
+Resolved Reader::resolve(std::string_view name, std::string_view path) {
+    Resolved out;
+    {
+        begin(declared_, declared_txn_);
+        ResetOnExit reset{declared_txn_};
+        auto target = declared_txn_.get(targets_, name);
+        if (!target) return out;  // kUnknown
+        if (!target_allows_path(*target, path)) {
+            out.status = Resolution::kPathForbidden;
+            return out;
+        }
+    }
+    out.status = Resolution::kNotConnected;
+    if (!open_live()) return out;
+    begin(live_, live_txn_);
+    ResetOnExit reset{live_txn_};
+    if (auto tunnel = live_txn_.get(tunnels_, name)) {
+        out.status = Resolution::kLive;
+        out.port = tunnel_port(*tunnel);
+    }
+    return out;
+}
+
+std::vector<SnapshotEntry> Reader::snapshot() {
+    std::map<std::string, SnapshotEntry> by_name;
+    {
+        begin(declared_, declared_txn_);
+        ResetOnExit reset{declared_txn_};
+        detail::collect_targets(declared_txn_, targets_, by_name);
+    }
+    if (open_live()) {
+        begin(live_, live_txn_);
+        ResetOnExit reset{live_txn_};
+        detail::collect_tunnels(live_txn_, tunnels_, by_name);
+    }
+    return detail::to_sorted_vector(std::move(by_name));
+}
+
+std::map<std::string, std::uint64_t> Reader::counters() {
+    if (!open_live()) return {};
+    begin(live_, live_txn_);
+    ResetOnExit reset{live_txn_};
+    return detail::collect_counters(live_txn_, counters_);
+}
+
+}  // namespace monitoring_proxy::registry

@@ -1,0 +1,18 @@
+// How tunnelctl shows targets: an aligned table for people, JSON for programs.
+#pragma once
+
+#include "monitoring_proxy/registry.hpp"
+
+#include <string>
+#include <vector>
+
+namespace monitoring_proxy::tunnelctl {
+
+std::string render_table(const std::vector<registry::SnapshotEntry>& entries);
+std::string render_details(const registry::SnapshotEntry& entry);
+// One object per entry: name, state ("connected" | "disconnected"), declared, port, fixed_port, client,
+// fingerprint, since (RFC 3339 UTC or null), created, origin, labels, keys, paths, metrics_path.
+std::string render_json(const registry::SnapshotEntry& entry);
+std::string render_json(const std::vector<registry::SnapshotEntry>& entries);
+
+}  // namespace monitoring_proxy::tunnelctl

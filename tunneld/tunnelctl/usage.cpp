@@ -1,0 +1,42 @@
+#include "cli.hpp"
+
+namespace monitoring_proxy::tunnelctl {
+
+const char* const kUsage = R"(usage: tunnelctl [GLOBAL OPTIONS] COMMAND [ARGS]
+
+Manage the targets of a monitoring-proxy registry: which hosts may open tunnels, with which keys, and the labels
+Prometheus sees for them. Every change is one transaction: it happens entirely or not at all.
+
+Commands:
+  add NAME [--port N] [--key PUBKEY | --key-file FILE]... [--label K=V]... [--path PREFIX]...
+           [--metrics-path PATH]
+                        declare a target. --port fixes its tunnel port (otherwise tunneld picks one);
+                        --key/--key-file bind OpenSSH public keys (only they may serve NAME); --label adds a
+                        Prometheus label; --path restricts the URL paths served (default: all);
+                        --metrics-path is what discovery tells Prometheus to scrape (default /metrics)
+  rm NAME               remove a target (a live tunnel stops being served at once)
+  show NAME [--json]    one target with its tunnel state
+  ls [--json]           every declared and live target: state, port, client, since, labels
+  label NAME K=V...     set labels
+  label NAME --rm K...  remove labels
+  key add NAME PUBKEY   bind a public key ("ssh-ed25519 AAAA... comment") to NAME
+  key rm NAME FINGERPRINT
+                        unbind a key (fingerprint as `ssh-keygen -lf` prints it: SHA256:...)
+  import-targets FILE   import the original image's targets file ("localhost:20001 web1" per line, '#'
+                        comments). The file is authoritative for what it imported: targets it no longer lists are
+                        removed, others keep their keys and labels. Importing the same file twice changes nothing.
+
+Global options:
+  --registry DIR        registry directory (default: $MONITORING_PROXY_REGISTRY, else
+                        /var/lib/monitoring-proxy/registry)
+  --registry-group NAME group of new registry files: the group nginx workers run as (default:
+                        $MONITORING_PROXY_REGISTRY_GROUP, else www-data)
+  --map-size MIB        grow the registry's maximum size to MIB mebibytes (default 64; never shrinks)
+  -h, --help            show this help
+  --version             show the version
+
+Exit status: 0 success, 1 usage error, 2 refused change (unknown target, duplicate, invalid value),
+3 registry unusable (permissions, corruption, schema version).
+)";
+
+}  // namespace monitoring_proxy::tunnelctl
