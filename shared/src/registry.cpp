@@ -236,6 +236,8 @@ Registry Registry::open(const OpenOptions& o) {
         if (!meta || !tunnels || !instances || !counters)
             throw RegistryError("live registry " + live_dir + " is not initialised; start tunneld or run tunnelctl once");
         detail::check_schema(txn, *meta, *tunnels, writable, live_dir);
+        // A new live environment belongs to this boot (sweep_dead_instances compares boot ids).
+        if (writable && !txn.get(*meta, kMetaBootId)) txn.put(*meta, kMetaBootId, boot_id());
         reg.live_meta_ = *meta, reg.tunnels_ = *tunnels, reg.instances_ = *instances, reg.counters_ = *counters;
         txn.commit();
         if (writable && o.create) apply_policy(live_dir, group);
@@ -315,7 +317,7 @@ std::vector<std::string> Registry::sweep_dead_instances() {
     lmdb::Txn txn(live_, 0);
     auto stored_boot = txn.get(live_meta_, kMetaBootId);
     // Every process recorded before a reboot is gone, even if a pid and start time happen to match again.
-    const bool rebooted = !stored_boot || *stored_boot != current_boot;
+    const bool rebooted = stored_boot && *stored_boot != current_boot;
 
     std::vector<std::uint64_t> dead, alive;
     {

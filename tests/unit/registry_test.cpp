@@ -1,0 +1,350 @@
+#include "monitoring_proxy/codec.hpp"
+#include "monitoring_proxy/reader.hpp"
+#include "monitoring_proxy/registry.hpp"
+#include "temp_registry.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <csignal>
+#include <cstring>
+#include <filesystem>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+using namespace monitoring_proxy::registry;
+
+namespace {
+OpenOptions options_for(const TempDir& d, std::size_t map_size = 0) {
+    OpenOptions o;
+    o.dir = d.sub("reg");
+    o.group = "root";
+    o.map_size = map_size;
+    return o;
+}
+
+TargetRecord target(std::uint16_t port = 0) {
+    TargetRecord t;
+    t.fixed_port = port;
+    t.created_unix = 1700000000;
+    return t;
+}
+
+void put_target(Registry& reg, const std::string& name, const TargetRecord& t) {
+    reg.update_declared([&](DeclaredTxn& txn) { txn.put(name, t); });
+}
+}  // namespace
+
+TEST_CASE("declared targets round-trip and keep the key index in step", "[registry]") {
+    TempDir d;
+    auto reg = Registry::open(options_for(d));
+    TargetRecord t = target(20001);
+    t.labels = {{"team", "ops"}, {"env", "prod"}};
+    t.key_fingerprints = {"SHA256:b", "SHA256:a", "SHA256:a"};
+    put_target(reg, "web1", t);
+
+    auto got = reg.get_target("web1");
+    REQUIRE(got);
+    CHECK(got->fixed_port == 20001);
+    CHECK(got->labels == std::vector<std::pair<std::string, std::string>>{{"env", "prod"}, {"team", "ops"}});
+    CHECK(got->key_fingerprints == std::vector<std::string>{"SHA256:a", "SHA256:b"});
+    CHECK(reg.targets_for_key("SHA256:a") == std::vector<std::string>{"web1"});
+    CHECK_FALSE(reg.get_target("web2"));
+
+    t.key_fingerprints = {"SHA256:c"};
+    put_target(reg, "web1", t);
+    CHECK(reg.targets_for_key("SHA256:a").empty());
+    CHECK(reg.targets_for_key("SHA256:c") == std::vector<std::string>{"web1"});
+
+    reg.update_declared([](DeclaredTxn& txn) { CHECK(txn.remove("web1")); CHECK_FALSE(txn.remove("web1")); });
+    CHECK(reg.targets_for_key("SHA256:c").empty());
+    CHECK(reg.snapshot().empty());
+}
+
+TEST_CASE("invalid names, labels and paths are refused and change nothing", "[registry]") {
+    TempDir d;
+    auto reg = Registry::open(options_for(d));
+    CHECK_THROWS_AS(put_target(reg, "Bad", target()), RefusedChange);
+    TargetRecord t = target();
+    t.labels = {{"__name__", "x"}};
+    CHECK_THROWS_WITH(put_target(reg, "ok", t), Catch::Contains("reserved"));
+    t.labels = {{"a", "1"}, {"a", "2"}};
+    CHECK_THROWS_WITH(put_target(reg, "ok", t), Catch::Contains("twice"));
+    t.labels = {};
+    t.path_prefixes = {"/../etc"};
+    CHECK_THROWS_AS(put_target(reg, "ok", t), RefusedChange);
+    // A refusal in the middle of a transaction rolls back the earlier writes of that transaction.
+    CHECK_THROWS(reg.update_declared([](DeclaredTxn& txn) {
+        txn.put("first", target());
+        txn.put("Second", target());
+    }));
+    CHECK(reg.snapshot().empty());
+}
+
+TEST_CASE("live tunnels are removed only by their owner", "[registry]") {
+    TempDir d;
+    auto reg = Registry::open(options_for(d));
+    put_target(reg, "web1", target());
+    TunnelRecord r{20007, 11, 1700000000000, "127.0.0.1:5555", "SHA256:a"};
+    reg.update_live([&](LiveTxn& l) { l.put_tunnel("web1", r); });
+    CHECK(reg.get_tunnel("web1") == r);
+    reg.update_live([&](LiveTxn& l) { CHECK_FALSE(l.remove_tunnel("web1", 12)); });  // taken over meanwhile
+    CHECK(reg.get_tunnel("web1"));
+    reg.update_live([&](LiveTxn& l) { CHECK(l.remove_tunnel("web1", 11)); });
+    CHECK_FALSE(reg.get_tunnel("web1"));
+
+    reg.update_live([&](LiveTxn& l) {
+        l.add_counter("sessions_total", 2);
+        l.add_counter("sessions_total", 3);
+        l.set_counter("x", 7);
+    });
+    CHECK(reg.counters() == std::map<std::string, std::uint64_t>{{"sessions_total", 5}, {"x", 7}});
+}
+
+TEST_CASE("the snapshot joins declared and live state", "[registry]") {
+    TempDir d;
+    auto reg = Registry::open(options_for(d));
+    put_target(reg, "a", target());
+    put_target(reg, "b", target());
+    reg.update_live([&](LiveTxn& l) {
+        l.put_tunnel("b", TunnelRecord{20001, 1, 0, "c", "f"});
+        l.put_tunnel("orphan", TunnelRecord{20002, 1, 0, "c", "f"});
+    });
+    auto snap = reg.snapshot();
+    REQUIRE(snap.size() == 3);
+    CHECK((snap[0].name == "a" && snap[0].target && !snap[0].tunnel));
+    CHECK((snap[1].name == "b" && snap[1].target && snap[1].tunnel));
+    CHECK((snap[2].name == "orphan" && !snap[2].target && snap[2].tunnel));
+}
+
+TEST_CASE("tunnels of dead instances are swept, live ones kept", "[registry]") {
+    TempDir d;
+    auto reg = Registry::open(options_for(d));
+    pid_t child = fork();
+    if (child == 0) {
+        pause();
+        _exit(0);
+    }
+    auto me = current_instance();
+    reg.update_live([&](LiveTxn& l) {
+        l.put_instance(1, me);
+        l.put_instance(2, InstanceRecord{child, me.start_ticks + 999999, 0});  // same pid, another process
+        l.put_tunnel("mine", TunnelRecord{20001, 1, 0, "c", "f"});
+        l.put_tunnel("theirs", TunnelRecord{20002, 2, 0, "c", "f"});
+        l.put_tunnel("nobodys", TunnelRecord{20003, 3, 0, "c", "f"});
+    });
+    kill(child, SIGKILL);
+    waitpid(child, nullptr, 0);
+    auto swept = reg.sweep_dead_instances();
+    std::sort(swept.begin(), swept.end());
+    CHECK(swept == std::vector<std::string>{"nobodys", "theirs"});
+    CHECK(reg.get_tunnel("mine"));
+    CHECK(reg.instances().size() == 1);
+    CHECK(instance_alive(me));
+}
+
+TEST_CASE("an incompatible schema version is refused with both versions named", "[registry]") {
+    TempDir d;
+    { auto reg = Registry::open(options_for(d)); }
+    {
+        MDB_env* env;
+        mdb_env_create(&env);
+        mdb_env_set_maxdbs(env, 8);
+        REQUIRE(mdb_env_open(env, d.sub("reg").c_str(), 0, 0640) == 0);
+        MDB_txn* txn;
+        mdb_txn_begin(env, nullptr, 0, &txn);
+        MDB_dbi meta;
+        mdb_dbi_open(txn, kDbMeta, 0, &meta);
+        std::string v("\x07\0\0\0", 4);
+        MDB_val k{std::strlen(kMetaSchemaVersion), const_cast<char*>(kMetaSchemaVersion)}, val{4, v.data()};
+        mdb_put(txn, meta, &k, &val, 0);
+        mdb_txn_commit(txn);
+        mdb_env_close(env);
+    }
+    CHECK_THROWS_WITH(Registry::open(options_for(d)),
+                      Catch::Contains("schema version 7") && Catch::Contains("uses schema version 1"));
+    CHECK_THROWS_WITH(Reader(d.sub("reg")), Catch::Contains("schema version 7"));
+}
+
+TEST_CASE("a full map is a clear error and leaves the committed state intact", "[registry]") {
+    TempDir d;
+    auto reg = Registry::open(options_for(d, 1 << 20));  // the smallest map: fills fast
+    put_target(reg, "keep", target(20001));
+    bool full = false;
+    for (int i = 0; i < 10000 && !full; ++i) {
+        try {
+            reg.update_declared([&](DeclaredTxn& txn) {
+                TargetRecord t = target();
+                t.labels = {{"filler", std::string(1000, 'x')}};
+                for (int j = 0; j < 50; ++j) txn.put("t" + std::to_string(i) + "-" + std::to_string(j), t);
+            });
+        } catch (const monitoring_proxy::lmdb::LmdbError& e) {
+            CHECK(e.code() == MDB_MAP_FULL);
+            CHECK_THAT(e.what(), Catch::Contains(d.sub("reg")));
+            full = true;
+        }
+    }
+    REQUIRE(full);
+    CHECK(reg.get_target("keep")->fixed_port == 20001);
+    // Reopening with a larger map grows it and the registry keeps working.
+    Registry grown = Registry::open(options_for(d, 8 << 20));
+    (void)grown;
+}
+
+TEST_CASE("the reader resolves live, unknown, not connected and forbidden paths", "[registry][reader]") {
+    TempDir d;
+    auto reg = Registry::open(options_for(d));
+    TargetRecord t = target();
+    t.path_prefixes = {"/metrics"};
+    put_target(reg, "web1", t);
+    put_target(reg, "web2", target());
+    Reader reader(d.sub("reg"));
+    CHECK(reader.resolve("nope", "/metrics").status == Resolution::kUnknown);
+    CHECK(reader.resolve("web1", "/metrics").status == Resolution::kNotConnected);
+    CHECK(reader.resolve("web1", "/secret").status == Resolution::kPathForbidden);
+    reg.update_live([&](LiveTxn& l) { l.put_tunnel("web1", TunnelRecord{20011, 1, 0, "c", "f"}); });
+    auto r = reader.resolve("web1", "/metrics");
+    CHECK(r.status == Resolution::kLive);
+    CHECK(r.port == 20011);
+    reg.update_live([&](LiveTxn& l) { l.remove_tunnel("web1", 1); });
+    CHECK(reader.resolve("web1", "/metrics").status == Resolution::kNotConnected);
+    CHECK(reader.snapshot().size() == 2);
+}
+
+TEST_CASE("a reader survives the writer growing the map", "[registry][reader]") {
+    TempDir d;
+    { auto reg = Registry::open(options_for(d, 1 << 20)); put_target(reg, "first", target()); }
+    Reader reader(d.sub("reg"));
+    CHECK(reader.resolve("first", "/").status == Resolution::kNotConnected);
+
+    // Another process grows the map far beyond the reader's mapping and fills it.
+    pid_t child = fork();
+    if (child == 0) {
+        try {
+            auto reg = Registry::open(options_for(d, 64 << 20));
+            for (int i = 0; i < 40; ++i)
+                reg.update_declared([&](DeclaredTxn& txn) {
+                    TargetRecord t = target();
+                    t.labels = {{"filler", std::string(1000, 'x')}};
+                    for (int j = 0; j < 100; ++j) txn.put("g" + std::to_string(i) + "-" + std::to_string(j), t);
+                });
+            put_target(reg, "last", target());
+        } catch (...) {
+            _exit(1);
+        }
+        _exit(0);
+    }
+    int status = 0;
+    waitpid(child, &status, 0);
+    REQUIRE(WIFEXITED(status));
+    REQUIRE(WEXITSTATUS(status) == 0);
+    CHECK(reader.resolve("last", "/").status == Resolution::kNotConnected);
+    CHECK(reader.resolve("g39-99", "/").status == Resolution::kNotConnected);
+    CHECK(reader.snapshot().size() == 4002);
+}
+
+TEST_CASE("a writer killed inside a transaction leaves the last committed state", "[registry]") {
+    TempDir d;
+    { auto reg = Registry::open(options_for(d)); put_target(reg, "committed", target(20001)); }
+    int ready[2];
+    REQUIRE(pipe(ready) == 0);
+    pid_t child = fork();
+    if (child == 0) {
+        auto reg = Registry::open(options_for(d));
+        reg.update_declared([&](DeclaredTxn& txn) {
+            for (int i = 0; i < 1000; ++i) txn.put("uncommitted" + std::to_string(i), target());
+            (void)!write(ready[1], "x", 1);
+            pause();  // killed here, mid-transaction, holding the writer lock
+        });
+        _exit(0);
+    }
+    char c;
+    REQUIRE(read(ready[0], &c, 1) == 1);
+    kill(child, SIGKILL);
+    waitpid(child, nullptr, 0);
+    auto reg = Registry::open(options_for(d));  // the dead writer's lock is released with its process
+    auto snap = reg.snapshot();
+    REQUIRE(snap.size() == 1);
+    CHECK(snap[0].name == "committed");
+    put_target(reg, "after", target());  // and the registry is writable again
+    CHECK(reg.get_target("after"));
+    close(ready[0]);
+    close(ready[1]);
+}
+
+TEST_CASE("new registries follow the permission policy", "[registry][permissions]") {
+    TempDir d;
+    OpenOptions o = options_for(d);
+    o.group = "nogroup";
+    ::umask(077);  // the policy holds whatever the writer's umask
+    { auto reg = Registry::open(o); }
+    ::umask(022);
+    struct stat st {};
+    REQUIRE(stat(d.sub("reg").c_str(), &st) == 0);
+    CHECK((st.st_mode & 07777) == 02750);
+    REQUIRE(stat(d.sub("reg/lock.mdb").c_str(), &st) == 0);
+    CHECK((st.st_mode & 0777) == 0660);
+    REQUIRE(stat(d.sub("reg/data.mdb").c_str(), &st) == 0);
+    CHECK((st.st_mode & 0777) == 0640);
+    REQUIRE(stat(d.sub("reg/live/lock.mdb").c_str(), &st) == 0);
+    CHECK((st.st_mode & 0777) == 0660);
+    CHECK(st.st_gid == 65534);
+    o.group = "no-such-group-xyz";
+    CHECK_THROWS_WITH(Registry::open(o), Catch::Contains("no-such-group-xyz"));
+}
+
+TEST_CASE("a corrupt live environment is recreated, declared targets kept", "[registry]") {
+    TempDir d;
+    { auto reg = Registry::open(options_for(d)); put_target(reg, "keep", target()); }
+    {
+        FILE* f = fopen(d.sub("reg/live/data.mdb").c_str(), "w");
+        fputs("garbage garbage garbage", f);
+        fclose(f);
+    }
+    auto reg = Registry::open(options_for(d));
+    REQUIRE(reg.notices().size() == 1);
+    CHECK_THAT(reg.notices()[0], Catch::Contains("recreated"));
+    CHECK(reg.get_target("keep"));
+}
+
+TEST_CASE("a garbage declared environment is refused, not overwritten", "[registry]") {
+    TempDir d;
+    std::filesystem::create_directories(d.sub("reg"));
+    {
+        FILE* f = fopen(d.sub("reg/data.mdb").c_str(), "w");
+        for (int i = 0; i < 1000; ++i) fputs("garbage!", f);
+        fclose(f);
+    }
+    CHECK_THROWS_AS(Registry::open(options_for(d)), monitoring_proxy::lmdb::LmdbError);
+    CHECK(std::filesystem::file_size(d.sub("reg/data.mdb")) == 8000);
+}
+
+TEST_CASE("after a reboot every recorded tunnel is stale", "[registry]") {
+    TempDir d;
+    {
+        auto reg = Registry::open(options_for(d));
+        reg.update_live([&](LiveTxn& l) {
+            l.put_instance(1, current_instance());  // alive, but recorded under another boot id below
+            l.put_tunnel("mine", TunnelRecord{20001, 1, 0, "c", "f"});
+        });
+    }
+    {  // the registry is closed: one process must not hold an LMDB environment open twice
+        MDB_env* env;
+        mdb_env_create(&env);
+        mdb_env_set_maxdbs(env, 8);
+        REQUIRE(mdb_env_open(env, d.sub("reg/live").c_str(), 0, 0640) == 0);
+        MDB_txn* txn;
+        mdb_txn_begin(env, nullptr, 0, &txn);
+        MDB_dbi meta;
+        mdb_dbi_open(txn, kDbMeta, 0, &meta);
+        std::string old_boot = "00000000-0000-0000-0000-000000000000";
+        MDB_val k{std::strlen(kMetaBootId), const_cast<char*>(kMetaBootId)}, v{old_boot.size(), old_boot.data()};
+        mdb_put(txn, meta, &k, &v, 0);
+        mdb_txn_commit(txn);
+        mdb_env_close(env);
+    }
+    auto reg = Registry::open(options_for(d));
+    CHECK(reg.sweep_dead_instances() == std::vector<std::string>{"mine"});
+    CHECK(reg.instances().empty());
+}
