@@ -1,0 +1,67 @@
+// Configuration and per-request state of ngx_http_tunnel_module, shared by its source files.
+#pragma once
+
+#include "nginx.hpp"
+#include "tunnel/outcome.hpp"
+
+#include <netinet/in.h>
+
+extern "C" {
+extern ngx_module_t ngx_http_tunnel_module;
+}
+
+namespace monitoring_proxy::tunnel::ngx {
+
+inline constexpr ngx_uint_t kDefaultMaxTargets = 4096;
+
+// http{} level.
+struct MainConf {
+    ngx_str_t registry_dir;          // tunnel_registry; default $MONITORING_PROXY_REGISTRY or the schema default
+    ngx_int_t max_targets;           // tunnel_max_targets: slots in the counters zone
+    ngx_flag_t registry_needed;      // a `tunnel` upstream or an explicit tunnel_registry: open it in workers
+    ngx_shm_zone_t* counters_zone;
+    void* counters_memory;           // the CounterTable inside the zone (same address in every worker)
+};
+
+// upstream{} level (also created, unused, for every server{}).
+struct UpstreamConf {
+    ngx_flag_t enabled;              // the `tunnel` directive is in this upstream
+    ngx_flag_t initialized;          // our init_upstream ran (not replaced by a later balancer)
+    ngx_http_complex_value_t* key;   // tunnel_key: overrides the name taken from the path
+};
+
+// One request through a `tunnel` upstream, allocated from r->pool by the balancer's init_peer.
+struct RequestCtx {
+    Outcome outcome;                 // decided before any connection is made
+    ngx_str_t name;                  // requested name (as given; may be invalid)
+    ngx_flag_t declared;             // the registry knows the name: count it per target
+    ngx_str_t reply;                 // our own body for every outcome but kProxied
+    ngx_flag_t keepalive;            // the client connection's keepalive before nginx's 500 path cleared it
+    ngx_flag_t replacing_reply;      // the filters are swapping nginx's 500 page for `reply`
+    ngx_flag_t reply_sent;
+    off_t sent_at_start;             // r->connection->sent when the request reached us
+    struct sockaddr_in peer_sockaddr;
+    ngx_str_t peer_name;
+    u_char peer_name_data[sizeof("127.0.0.1:65535")];
+};
+
+inline RequestCtx* request_ctx(ngx_http_request_t* r) noexcept {
+    return static_cast<RequestCtx*>(ngx_http_get_module_ctx(r, ngx_http_tunnel_module));
+}
+
+// balancer.cpp
+char* tunnel_directive(ngx_conf_t* cf, ngx_command_t* cmd, void* conf) noexcept;
+// Checks that no later balancing directive replaced `tunnel` (nginx only warns about that).
+ngx_int_t check_tunnel_upstreams(ngx_conf_t* cf) noexcept;
+
+// variables.cpp: $tunnel_name, $tunnel_uri
+ngx_int_t add_variables(ngx_conf_t* cf) noexcept;
+
+// reply_filter.cpp: turns nginx's 500 page into our status and text for outcomes decided in init_peer.
+ngx_int_t install_reply_filter(ngx_conf_t* cf) noexcept;
+
+// counters_zone.cpp
+ngx_int_t add_counters_zone(ngx_conf_t* cf, MainConf* mcf) noexcept;
+ngx_int_t install_counters_log_handler(ngx_conf_t* cf) noexcept;
+
+}  // namespace monitoring_proxy::tunnel::ngx

@@ -1,0 +1,23 @@
+// What the module offers to the handlers that render its state (issue 5: /-/metrics, /-/status, /-/sd), which
+// are compiled into this same module. All of it is per worker and for the event loop thread only.
+#pragma once
+
+#include "nginx.hpp"
+
+#include "monitoring_proxy/reader.hpp"
+#include "tunnel/counters.hpp"
+
+#include <optional>
+
+namespace monitoring_proxy::tunnel::ngx {
+
+// The counters shared by all workers (snapshot() for a page, find(name) for one target). nullopt only when the
+// module is not configured in this http{} block.
+std::optional<CounterTable> request_counters(ngx_http_request_t* r) noexcept;
+
+// This worker's registry reader (Reader::snapshot(), Reader::counters()), opened lazily. nullptr when the
+// registry is unreadable; the reason is logged, rate-limited. Reader methods throw LmdbError: catch, answer
+// 500, and report it with worker_registry_failed() (worker_registry.hpp).
+registry::Reader* request_registry(ngx_http_request_t* r) noexcept;
+
+}  // namespace monitoring_proxy::tunnel::ngx

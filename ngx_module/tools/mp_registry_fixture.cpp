@@ -1,0 +1,68 @@
+// Test-only: puts live tunnel records into a registry without tunneld, so end-to-end tests of the nginx module
+// can point a target at any local port.
+//
+//   mp-registry-fixture --registry DIR live NAME PORT   record a live tunnel NAME -> 127.0.0.1:PORT
+//   mp-registry-fixture --registry DIR gone NAME        remove it
+//
+// New files get the group from $MONITORING_PROXY_REGISTRY_GROUP (nginx workers must open lock.mdb).
+#include "monitoring_proxy/registry.hpp"
+
+#include <chrono>
+#include <cstdio>
+#include <exception>
+#include <string>
+#include <vector>
+
+namespace {
+
+// Owner of the fixture's records; tunneld instances use other ids, and nothing here sweeps.
+constexpr std::uint64_t kFixtureInstance = 0xf1c7;
+
+int usage() {
+    std::fprintf(stderr,
+                 "usage: mp-registry-fixture --registry DIR live NAME PORT\n"
+                 "       mp-registry-fixture --registry DIR gone NAME\n");
+    return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    using namespace monitoring_proxy::registry;
+    std::vector<std::string> args(argv + 1, argv + argc);
+    if (args.size() < 4 || args[0] != "--registry") return usage();
+    const std::string& command = args[2];
+    const std::string& name = args[3];
+    try {
+        OpenOptions options;
+        options.dir = args[1];
+        Registry registry = Registry::open(options);
+        if (command == "live" && args.size() == 5) {
+            const unsigned long port = std::stoul(args[4]);
+            if (port == 0 || port > 65535) return usage();
+            TunnelRecord record;
+            record.port = static_cast<std::uint16_t>(port);
+            record.instance = kFixtureInstance;
+            record.connected_unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                           std::chrono::system_clock::now().time_since_epoch())
+                                           .count();
+            record.client_address = "127.0.0.1:1";
+            record.key_fingerprint = "SHA256:fixture";
+            registry.update_live([&](LiveTxn& txn) { txn.put_tunnel(name, record); });
+            return 0;
+        }
+        if (command == "gone" && args.size() == 4) {
+            bool removed = false;
+            registry.update_live([&](LiveTxn& txn) { removed = txn.remove_tunnel(name, kFixtureInstance); });
+            if (!removed) {
+                std::fprintf(stderr, "mp-registry-fixture: no fixture tunnel \"%s\"\n", name.c_str());
+                return 2;
+            }
+            return 0;
+        }
+        return usage();
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "mp-registry-fixture: %s\n", e.what());
+        return 2;
+    }
+}

@@ -1,0 +1,234 @@
+"""nginx with ngx_http_tunnel_module for end-to-end tests: a prefix directory holding the config, pid file, logs
+and temp paths; a registry the workers (nobody:nogroup) can read; a Python HTTP backend that records what it
+sees; and helpers to declare targets (tunnelctl) and fake live tunnels (mp-registry-fixture)."""
+import http.client
+import http.server
+import os
+import re
+import signal
+import socketserver
+import subprocess
+import threading
+import urllib.parse
+
+import mp
+
+NGINX = "/usr/sbin/nginx"
+REGISTRY_GROUP = "nogroup"  # nginx as root runs its workers as nobody:nogroup
+REGISTRY_ENV = {"MONITORING_PROXY_REGISTRY_GROUP": REGISTRY_GROUP}
+
+CONF_TEMPLATE = """\
+load_module {module};
+daemon off;
+master_process on;
+worker_processes {workers};
+pid {prefix}/logs/nginx.pid;
+error_log {prefix}/logs/error.log info;
+events {{ worker_connections 256; }}
+http {{
+    access_log {prefix}/logs/access.log;
+    client_body_temp_path {prefix}/tmp/client_body;
+    proxy_temp_path {prefix}/tmp/proxy;
+    fastcgi_temp_path {prefix}/tmp/fastcgi;
+    uwsgi_temp_path {prefix}/tmp/uwsgi;
+    scgi_temp_path {prefix}/tmp/scgi;
+    {registry_line}
+{http_extra}
+    upstream tunnels {{
+{upstream_body}
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_read_timeout {read_timeout};
+            proxy_pass http://tunnels$tunnel_uri$is_args$args;
+        }}
+{server_extra}
+    }}
+}}
+"""
+
+
+def run(args, env=None, check=True):
+    full_env = dict(os.environ)
+    full_env.update(REGISTRY_ENV)
+    if env:
+        full_env.update(env)
+    p = subprocess.run(args, capture_output=True, text=True, env=full_env, timeout=60)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{args} exited {p.returncode}: {p.stdout}{p.stderr}")
+    return p
+
+
+class Registry:
+    """A test registry: targets through tunnelctl, live tunnels through mp-registry-fixture."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def tunnelctl(self, *args, check=True):
+        return run([mp.program("tunnelctl"), "--registry", self.path, *args], check=check)
+
+    def add(self, name, *args):
+        self.tunnelctl("add", name, *args)
+
+    def remove(self, name):
+        self.tunnelctl("rm", name)
+
+    def live(self, name, port):
+        run([mp.program("mp-registry-fixture"), "--registry", self.path, "live", name, str(port)])
+
+    def gone(self, name):
+        run([mp.program("mp-registry-fixture"), "--registry", self.path, "gone", name])
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keepalive, so connection reuse by nginx is visible
+
+    def do_GET(self):
+        server = self.server
+        with server.lock:
+            server.requests.append({"path": self.path, "peer": self.client_address,
+                                    "headers": dict(self.headers)})
+            server.connections.add(self.client_address)
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+        if "delay" in query:
+            server.release.wait(float(query["delay"][0]))
+        body = f"{server.name} {self.path}\n".encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+class Backend(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    """An exporter stand-in on a free loopback port; answers `<name> <path>` and records every request and
+    client connection. `?delay=S` waits up to S seconds (released at stop) to play a slow exporter."""
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, name):
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.name = name
+        self.port = self.server_address[1]
+        self.lock = threading.Lock()
+        self.requests = []
+        self.connections = set()
+        self.release = threading.Event()
+        self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.release.set()
+        self.shutdown()
+        self.server_close()
+        self.thread.join(timeout=10)
+
+
+class Nginx:
+    """One nginx instance (master + workers) in its own prefix, started with `daemon off` and stopped by pid."""
+
+    def __init__(self, procs, workdir, registry_path, workers=1, upstream_body=None, http_extra="",
+                 server_extra="", read_timeout="10s", registry_line=None):
+        self.procs = procs
+        self.prefix = os.path.join(workdir, "nginx")
+        self.port = mp.free_port()
+        self.proc = None
+        for sub in ("conf", "logs", "tmp"):
+            os.makedirs(os.path.join(self.prefix, sub), exist_ok=True)
+        os.chmod(self.prefix, 0o755)
+        if upstream_body is None:
+            upstream_body = "        tunnel;\n        keepalive 16;"
+        if registry_line is None:
+            registry_line = f"tunnel_registry {registry_path};"
+        self.conf_path = os.path.join(self.prefix, "conf", "nginx.conf")
+        self.write_conf(CONF_TEMPLATE.format(
+            module=mp.program("ngx_http_tunnel_module.so"), workers=workers, prefix=self.prefix,
+            registry_line=registry_line, http_extra=http_extra, upstream_body=upstream_body, port=self.port,
+            read_timeout=read_timeout, server_extra=server_extra))
+
+    def write_conf(self, text):
+        with open(self.conf_path, "w") as f:
+            f.write(text)
+
+    def config_test(self):
+        """`nginx -t` on the config: (exit status, output)."""
+        p = subprocess.run([NGINX, "-p", self.prefix, "-c", "conf/nginx.conf", "-e", "stderr", "-t"],
+                           capture_output=True, text=True, timeout=60)
+        return p.returncode, p.stdout + p.stderr
+
+    def start(self):
+        self.proc = self.procs.start([NGINX, "-p", self.prefix, "-c", "conf/nginx.conf", "-e", "stderr"],
+                                     name="nginx")
+        mp.wait_until(lambda: self.proc.poll() is not None or mp.port_open(self.port), timeout=15,
+                      what="nginx listening")
+        if self.proc.poll() is not None:
+            raise AssertionError(f"nginx exited {self.proc.returncode}: {self.output()}")
+        mp.wait_until(lambda: len(self.worker_pids()) > 0, timeout=15, what="nginx workers")
+        return self
+
+    def worker_pids(self):
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout
+        return sorted(int(x) for x in out.split())
+
+    def reload(self):
+        """SIGHUP to the master; returns once a fresh set of workers replaced the old ones."""
+        old = set(self.worker_pids())
+        os.kill(self.proc.pid, signal.SIGHUP)
+        mp.wait_until(lambda: (set(self.worker_pids()) - old) and not (set(self.worker_pids()) & old),
+                      timeout=30, what="new nginx workers after reload")
+
+    def stop(self):
+        if self.proc is not None:
+            self.procs.stop(self.proc, sig=signal.SIGQUIT, timeout=15)
+
+    def output(self):
+        return mp.Processes.log_text(self.proc) if self.proc else ""
+
+    def error_log(self):
+        path = os.path.join(self.prefix, "logs", "error.log")
+        if not os.path.exists(path):
+            return ""
+        with open(path, errors="replace") as f:
+            return f.read()
+
+    def assert_clean_log(self):
+        """Every module test ends with this: no [alert] or [emerg] anywhere."""
+        text = self.error_log() + self.output()
+        bad = [line for line in text.splitlines() if re.search(r"\[(alert|emerg)\]", line)]
+        assert not bad, "alerts in nginx's log:\n" + "\n".join(bad)
+
+    def get(self, path, headers=None, timeout=15, conn=None):
+        """(status, body text, response headers); a new connection unless `conn` is given."""
+        own = conn is None
+        if own:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            conn.request("GET", path, headers=headers or {})
+            resp = conn.getresponse()
+            body = resp.read().decode(errors="replace")
+            return resp.status, body, dict(resp.getheaders())
+        finally:
+            if own:
+                conn.close()
+
+    def status(self, path, **kw):
+        return self.get(path, **kw)[0]
+
+
+def make_registry(workdir):
+    """A registry directory (created by tunnelctl on first use) under a path nobody can traverse."""
+    path = os.path.join(workdir, "registry")
+    return Registry(path)
+
+
+def wait_for_status(nginx, path, status, timeout=10):
+    return mp.wait_until(lambda: nginx.status(path) == status, timeout=timeout,
+                         what=f"GET {path} -> {status}")
+
