@@ -74,6 +74,8 @@ void normalise(std::string_view name, TargetRecord& r) {
     std::sort(r.labels.begin(), r.labels.end());
     for (std::size_t i = 0; i < r.labels.size(); ++i) {
         if (auto e = check_label_name(r.labels[i].first); !e.empty()) throw RefusedChange(e);
+        if (r.labels[i].first == "tunnel")
+            throw RefusedChange("label \"tunnel\" is set by monitoring-proxy to the target's name");
         if (auto e = check_label_value(r.labels[i].second); !e.empty()) throw RefusedChange(e);
         if (i && r.labels[i].first == r.labels[i - 1].first)
             throw RefusedChange("label \"" + r.labels[i].first + "\" given twice");

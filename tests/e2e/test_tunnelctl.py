@@ -71,6 +71,7 @@ def test_labels_and_keys(reg, workdir):
     (["add", "Web_1"], "[a-z0-9][a-z0-9._-]{0,62}"),
     (["add", "ok", "--label", "__name__=x"], "reserved"),
     (["add", "ok", "--label", "a-b=x"], "Prometheus label names must match"),
+    (["add", "ok", "--label", "tunnel=x"], "set by monitoring-proxy"),
     (["add", "ok", "--key", "ssh-ed25519 AAAAnotakey"], "not a valid ssh-ed25519 public key"),
     (["add", "ok", "--key", "ssh-dss AAAAB3NzaC1kc3MAAACBAP"], "DSA keys are not accepted"),
     (["add", "ok", "--path", "/a/../b"], "invalid path"),

@@ -1,0 +1,235 @@
+#include "metrics.hpp"
+
+#include "monitoring_proxy/names.hpp"
+
+#include <algorithm>
+#include <cinttypes>
+#include <cstdio>
+
+namespace monitoring_proxy::tunnel {
+namespace {
+
+constexpr std::string_view kPrefix = "monitoring_proxy_";
+
+bool metric_name_char(char c, bool first) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == ':' || (!first && c >= '0' && c <= '9');
+}
+
+void escape_label_value(std::string& out, std::string_view v) {
+    for (char c : v) {
+        if (c == '\\') out += "\\\\";
+        else if (c == '"') out += "\\\"";
+        else if (c == '\n') out += "\\n";
+        else out += c;
+    }
+}
+
+std::string seconds(std::uint64_t ms) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%" PRIu64 ".%03" PRIu64, ms / 1000, ms % 1000);
+    return buf;
+}
+
+// Accumulates families so that each gets exactly one HELP and TYPE line, with its samples together.
+class Exposition {
+public:
+    void family(std::string_view name, const char* type, const char* help) {
+        out_ += "# HELP ";
+        out_ += kPrefix;
+        out_ += name;
+        out_ += ' ';
+        out_ += help;
+        out_ += "\n# TYPE ";
+        out_ += kPrefix;
+        out_ += name;
+        out_ += ' ';
+        out_ += type;
+        out_ += '\n';
+        current_ = name;
+    }
+    void sample(const std::vector<std::pair<std::string, std::string>>& labels, const std::string& value) {
+        out_ += kPrefix;
+        out_ += current_;
+        if (!labels.empty()) {
+            out_ += '{';
+            for (std::size_t i = 0; i < labels.size(); ++i) {
+                if (i) out_ += ',';
+                out_ += labels[i].first;
+                out_ += "=\"";
+                escape_label_value(out_, labels[i].second);
+                out_ += '"';
+            }
+            out_ += '}';
+        }
+        out_ += ' ';
+        out_ += value;
+        out_ += '\n';
+    }
+    void sample(const std::vector<std::pair<std::string, std::string>>& labels, std::uint64_t value) {
+        sample(labels, std::to_string(value));
+    }
+    std::string take() { return std::move(out_); }
+
+private:
+    std::string out_;
+    std::string current_;
+};
+
+struct KnownCounter {
+    const char* name;
+    const char* help;
+};
+constexpr KnownCounter kTunneldHelp[] = {
+    {"sessions_total", "SSH sessions accepted by tunneld."},
+    {"auth_failures_total", "Failed SSH authentications, by reason."},
+    {"forwards_refused_total", "Refused forward requests, by reason."},
+    {"keepalive_drops_total", "Sessions dropped after unanswered keepalives."},
+    {"channels_refused_total", "Refused channel requests (shell, exec, direct-tcpip...), by kind."},
+};
+
+const char* help_for(const std::string& name) {
+    for (const auto& k : kTunneldHelp)
+        if (name == k.name) return k.help;
+    return "Counter recorded by tunneld.";
+}
+
+bool per_tunnel(const CounterKey& k) {
+    return (k.name == "connects_total" || k.name == "takeovers_total") && k.labels.size() == 1 &&
+           k.labels[0].first == "tunnel";
+}
+
+}  // namespace
+
+bool parse_counter_key(std::string_view key, CounterKey& out) {
+    out = {};
+    auto brace = key.find('{');
+    std::string_view name = key.substr(0, brace);
+    if (name.empty()) return false;
+    for (std::size_t i = 0; i < name.size(); ++i)
+        if (!metric_name_char(name[i], i == 0)) return false;
+    out.name = name;
+    if (brace == std::string_view::npos) return true;
+    std::string_view rest = key.substr(brace + 1);
+    if (rest.empty() || rest.back() != '}') return false;
+    rest.remove_suffix(1);
+    while (!rest.empty()) {
+        auto eq = rest.find("=\"");
+        if (eq == std::string_view::npos) return false;
+        std::string label(rest.substr(0, eq));
+        if (!valid_label_name(label)) return false;
+        rest.remove_prefix(eq + 2);
+        std::string value;
+        std::size_t i = 0;
+        for (; i < rest.size() && rest[i] != '"'; ++i) {
+            if (rest[i] == '\\' && i + 1 < rest.size()) ++i;
+            value += rest[i];
+        }
+        if (i == rest.size()) return false;
+        rest.remove_prefix(i + 1);
+        if (!rest.empty()) {
+            if (rest.front() != ',') return false;
+            rest.remove_prefix(1);
+        }
+        out.labels.emplace_back(std::move(label), std::move(value));
+    }
+    return true;
+}
+
+std::string render_metrics(const MetricsInput& in) {
+    Exposition x;
+    std::vector<const registry::SnapshotEntry*> declared;
+    for (const auto& e : in.entries)
+        if (e.target) declared.push_back(&e);
+
+    // tunneld's counters: per-tunnel ones are joined with the declared targets below, the rest pass through.
+    std::map<std::string, std::uint64_t> connects, takeovers;
+    std::map<std::string, std::vector<std::pair<CounterKey, std::uint64_t>>> passthrough;
+    for (const auto& [key, value] : in.tunneld_counters) {
+        CounterKey k;
+        if (!parse_counter_key(key, k)) continue;  // never let one odd key break the whole exposition
+        if (per_tunnel(k)) (k.name == "connects_total" ? connects : takeovers)[k.labels[0].second] = value;
+        else passthrough[k.name].emplace_back(std::move(k), value);
+    }
+    std::map<std::string, const CounterValues*, std::less<>> requests;
+    for (const auto& t : in.requests.targets) requests[t.name] = &t.values;
+
+    auto per_target = [&](std::string_view name, const char* type, const char* help, auto value_of) {
+        x.family(name, type, help);
+        for (const auto* e : declared)
+            if (auto v = value_of(*e)) x.sample({{"tunnel", e->name}}, *v);
+    };
+    using Maybe = std::optional<std::string>;
+    auto counter_values = [&](const registry::SnapshotEntry& e) -> const CounterValues* {
+        auto it = requests.find(e.name);
+        return it == requests.end() ? nullptr : it->second;
+    };
+
+    x.family("targets", "gauge", "Declared targets.");
+    x.sample({}, declared.size());
+    x.family("tunnels_connected", "gauge", "Declared targets with a live tunnel.");
+    x.sample({}, static_cast<std::uint64_t>(std::count_if(declared.begin(), declared.end(), [](auto* e) { return e->tunnel.has_value(); })));
+
+    per_target("tunnel_up", "gauge", "Whether the target's tunnel is connected (1) or not (0).",
+               [](const registry::SnapshotEntry& e) -> Maybe { return e.tunnel ? "1" : "0"; });
+    per_target("tunnel_connected_since_seconds", "gauge", "Unix time the current tunnel connected.",
+               [](const registry::SnapshotEntry& e) -> Maybe {
+                   if (!e.tunnel) return std::nullopt;
+                   return seconds(static_cast<std::uint64_t>(e.tunnel->connected_unix_ms));
+               });
+    per_target("tunnel_connects_total", "counter", "Tunnels opened for the target since tunneld's registry was created.",
+               [&](const registry::SnapshotEntry& e) -> Maybe {
+                   auto it = connects.find(e.name);
+                   return std::to_string(it == connects.end() ? 0 : it->second);
+               });
+    per_target("tunnel_takeovers_total", "counter", "Live tunnels replaced by a newer session of an allowed key.",
+               [&](const registry::SnapshotEntry& e) -> Maybe {
+                   auto it = takeovers.find(e.name);
+                   return std::to_string(it == takeovers.end() ? 0 : it->second);
+               });
+
+    x.family("tunnel_responses_total", "counter", "Responses sent for the target, by status class.");
+    static constexpr const char* kClasses[kStatusClassCount] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
+    for (const auto* e : declared) {
+        const CounterValues* v = counter_values(*e);
+        for (std::size_t c = 0; c < kStatusClassCount; ++c)
+            x.sample({{"tunnel", e->name}, {"code", kClasses[c]}}, v ? v->responses_by_class[c] : 0);
+    }
+    per_target("tunnel_response_bytes_total", "counter", "Bytes sent to clients for the target.",
+               [&](const registry::SnapshotEntry& e) -> Maybe {
+                   auto* v = counter_values(e);
+                   return std::to_string(v ? v->bytes_sent : 0);
+               });
+    per_target("tunnel_last_scrape_duration_seconds", "gauge", "Duration of the last request for the target.",
+               [&](const registry::SnapshotEntry& e) -> Maybe {
+                   auto* v = counter_values(e);
+                   if (!v || !v->last_unix_ms) return std::nullopt;
+                   return seconds(v->last_duration_ms);
+               });
+    per_target("tunnel_last_scrape_timestamp_seconds", "gauge", "Unix time of the last request for the target.",
+               [&](const registry::SnapshotEntry& e) -> Maybe {
+                   auto* v = counter_values(e);
+                   if (!v || !v->last_unix_ms) return std::nullopt;
+                   return seconds(static_cast<std::uint64_t>(v->last_unix_ms));
+               });
+    per_target("tunnel_last_scrape_status", "gauge", "HTTP status of the last request for the target.",
+               [&](const registry::SnapshotEntry& e) -> Maybe {
+                   auto* v = counter_values(e);
+                   if (!v || !v->last_unix_ms) return std::nullopt;
+                   return std::to_string(v->last_status);
+               });
+
+    x.family("requests_total", "counter", "Requests the module routed, by outcome.");
+    for (std::size_t o = 0; o < kOutcomeCount; ++o)
+        x.sample({{"outcome", std::string(outcome_label(static_cast<Outcome>(o)))}}, in.requests.totals.outcomes[o]);
+    x.family("untracked_requests_total", "counter", "Requests of targets that found the per-target counter table full (counted in totals only).");
+    x.sample({}, in.requests.dropped_targets);
+
+    for (const auto& [name, samples] : passthrough) {
+        std::string full = "tunneld_" + name;
+        x.family(full, name.ends_with("_total") ? "counter" : "gauge", help_for(name));
+        for (const auto& [k, value] : samples) x.sample(k.labels, value);
+    }
+    return x.take();
+}
+
+}  // namespace monitoring_proxy::tunnel

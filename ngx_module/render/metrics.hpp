@@ -1,0 +1,32 @@
+// The proxy's own metrics in the Prometheus text format (version 0.0.4), from three sources: the registry
+// (declared targets, live tunnels), tunneld's counters (stored in the registry) and the module's request
+// counters (shared memory). Output passes `promtool check metrics`.
+#pragma once
+
+#include "monitoring_proxy/registry.hpp"
+#include "tunnel/counters.hpp"
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace monitoring_proxy::tunnel {
+
+struct MetricsInput {
+    const std::vector<registry::SnapshotEntry>& entries;
+    const std::map<std::string, std::uint64_t>& tunneld_counters;  // "name" or "name{label=\"v\",...}"
+    const CountersSnapshot& requests;
+};
+
+std::string render_metrics(const MetricsInput& input);
+
+// A tunneld counter key split into its metric name and labels; false if the key is not well-formed.
+struct CounterKey {
+    std::string name;
+    std::vector<std::pair<std::string, std::string>> labels;
+};
+bool parse_counter_key(std::string_view key, CounterKey& out);
+
+}  // namespace monitoring_proxy::tunnel

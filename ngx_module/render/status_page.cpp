@@ -1,0 +1,219 @@
+#include "status_page.hpp"
+
+#include "monitoring_proxy/json.hpp"
+
+#include <algorithm>
+#include <ctime>
+#include <map>
+
+namespace monitoring_proxy::tunnel {
+namespace {
+
+void html_escape(std::string& out, std::string_view s) {
+    for (char c : s) {
+        switch (c) {
+            case '<': out += "&lt;"; break;
+            case '>': out += "&gt;"; break;
+            case '&': out += "&amp;"; break;
+            case '"': out += "&quot;"; break;
+            case '\'': out += "&#39;"; break;
+            default: out += c;
+        }
+    }
+}
+
+std::string utc(std::int64_t unix_ms) {
+    if (unix_ms <= 0) return {};
+    std::time_t t = static_cast<std::time_t>(unix_ms / 1000);
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    char buf[32];
+    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return buf;
+}
+
+std::string ago(std::int64_t now_ms, std::int64_t then_ms) {
+    if (then_ms <= 0) return "never";
+    std::int64_t s = std::max<std::int64_t>(0, (now_ms - then_ms) / 1000);
+    if (s < 120) return std::to_string(s) + " s ago";
+    if (s < 7200) return std::to_string(s / 60) + " min ago";
+    if (s < 172800) return std::to_string(s / 3600) + " h ago";
+    return std::to_string(s / 86400) + " d ago";
+}
+
+std::string human_bytes(std::uint64_t b) {
+    const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double v = static_cast<double>(b);
+    int u = 0;
+    while (v >= 1024 && u < 4) v /= 1024, ++u;
+    char buf[32];
+    std::snprintf(buf, sizeof buf, u ? "%.1f %s" : "%.0f %s", v, units[u]);
+    return buf;
+}
+
+}  // namespace
+
+std::vector<StatusRow> status_rows(const std::vector<registry::SnapshotEntry>& entries,
+                                   const CountersSnapshot& requests) {
+    std::map<std::string, const CounterValues*, std::less<>> by_name;
+    for (const auto& t : requests.targets) by_name[t.name] = &t.values;
+    std::vector<StatusRow> rows;
+    for (const auto& e : entries) {
+        StatusRow r;
+        r.name = e.name;
+        r.declared = e.target.has_value();
+        r.connected = e.tunnel.has_value();
+        if (e.tunnel) {
+            r.since_unix_ms = e.tunnel->connected_unix_ms;
+            r.client = e.tunnel->client_address;
+            r.fingerprint = e.tunnel->key_fingerprint;
+            r.port = e.tunnel->port;
+        }
+        if (e.target) r.labels = e.target->labels;
+        if (auto it = by_name.find(e.name); it != by_name.end()) r.requests = *it->second;
+        if (!r.declared) {
+            r.severity = 1, r.problem = "tunnel without a declared target (not served)";
+        } else if (!r.connected) {
+            r.severity = 2, r.problem = "not connected";
+        } else if (r.requests.last_unix_ms && r.requests.last_status >= 500) {
+            r.severity = 2, r.problem = "last scrape failed (" + std::to_string(r.requests.last_status) + ")";
+        } else if (r.requests.last_unix_ms && r.requests.last_status >= 400) {
+            r.severity = 1, r.problem = "last scrape answered " + std::to_string(r.requests.last_status);
+        }
+        rows.push_back(std::move(r));
+    }
+    std::stable_sort(rows.begin(), rows.end(), [](const StatusRow& a, const StatusRow& b) {
+        return a.severity != b.severity ? a.severity > b.severity : a.name < b.name;
+    });
+    return rows;
+}
+
+std::string render_status_html(const std::vector<StatusRow>& rows, std::int64_t now_ms, int refresh_seconds) {
+    std::size_t connected = std::count_if(rows.begin(), rows.end(), [](auto& r) { return r.connected; });
+    std::size_t problems = std::count_if(rows.begin(), rows.end(), [](auto& r) { return r.severity == 2; });
+    std::string o;
+    o.reserve(2048 + rows.size() * 600);
+    o += "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n";
+    o += "<meta http-equiv=\"refresh\" content=\"" + std::to_string(refresh_seconds) + "\">\n";
+    o += "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n";
+    o += "<title>monitoring-proxy: " + std::to_string(problems) + " problem" + (problems == 1 ? "" : "s") + "</title>\n";
+    o += R"(<style>
+body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#1d1d1f;background:#fafafa}
+h1{font-size:1.3em;margin:0 0 .2em}
+p.summary{margin:0 0 1em;color:#555}
+table{border-collapse:collapse;width:100%;background:#fff;box-shadow:0 1px 2px #0002}
+th,td{text-align:left;padding:.45em .7em;border-bottom:1px solid #e5e5e5;vertical-align:top}
+th{background:#f0f0f2;font-weight:600;position:sticky;top:0}
+tr.problem td:first-child{border-left:4px solid #d70015}
+tr.warning td:first-child{border-left:4px solid #c77c00}
+tr.ok td:first-child{border-left:4px solid #248a3d}
+.state{font-weight:600}
+tr.problem .state{color:#d70015} tr.warning .state{color:#c77c00} tr.ok .state{color:#248a3d}
+code{font:12px ui-monospace,monospace;word-break:break-all}
+.label{display:inline-block;background:#eef;border-radius:3px;padding:0 .35em;margin:0 .2em .2em 0;font-size:12px}
+.muted{color:#888}
+</style></head><body>
+)";
+    o += "<h1>monitoring-proxy</h1>\n<p class=\"summary\">" + std::to_string(rows.size()) + " targets, " +
+         std::to_string(connected) + " connected, " + std::to_string(problems) + " with problems &middot; " +
+         utc(now_ms) + " &middot; refreshes every " + std::to_string(refresh_seconds) + " s &middot; " +
+         "<a href=\"?format=json\">JSON</a></p>\n";
+    o += "<table id=\"targets\"><thead><tr><th>Target</th><th>State</th><th>Since</th><th>Client</th><th>Key</th>"
+         "<th>Last scrape</th><th>Bytes</th><th>Labels</th></tr></thead><tbody>\n";
+    for (const auto& r : rows) {
+        const char* cls = r.severity == 2 ? "problem" : r.severity == 1 ? "warning" : "ok";
+        o += "<tr class=\"";
+        o += cls;
+        o += "\" data-target=\"";
+        html_escape(o, r.name);
+        o += "\"><td><a href=\"/";
+        html_escape(o, r.name);
+        o += "/metrics\">";
+        html_escape(o, r.name);
+        o += "</a></td><td class=\"state\">";
+        o += r.connected ? "connected" : "disconnected";
+        if (!r.problem.empty()) {
+            o += "<br><span class=\"muted\">";
+            html_escape(o, r.problem);
+            o += "</span>";
+        }
+        o += "</td><td>";
+        if (r.connected) o += ago(now_ms, r.since_unix_ms) + "<br><span class=\"muted\">" + utc(r.since_unix_ms) + "</span>";
+        o += "</td><td><code>";
+        html_escape(o, r.client);
+        if (r.port) o += "</code><br><span class=\"muted\">127.0.0.1:" + std::to_string(r.port) + "</span><code>";
+        o += "</code></td><td><code>";
+        html_escape(o, r.fingerprint);
+        o += "</code></td><td>";
+        if (r.requests.last_unix_ms)
+            o += std::to_string(r.requests.last_status) + " in " + std::to_string(r.requests.last_duration_ms) +
+                 " ms<br><span class=\"muted\">" + ago(now_ms, r.requests.last_unix_ms) + "</span>";
+        else
+            o += "<span class=\"muted\">never</span>";
+        o += "</td><td>" + human_bytes(r.requests.bytes_sent) + "</td><td>";
+        for (const auto& [k, v] : r.labels) {
+            o += "<span class=\"label\">";
+            html_escape(o, k);
+            o += "=";
+            html_escape(o, v);
+            o += "</span>";
+        }
+        o += "</td></tr>\n";
+    }
+    if (rows.empty())
+        o += "<tr><td colspan=\"8\" class=\"muted\">No targets yet: declare one with <code>tunnelctl add NAME</code> "
+             "or let a host self-register.</td></tr>\n";
+    o += "</tbody></table>\n</body></html>\n";
+    return o;
+}
+
+std::string render_status_json(const std::vector<StatusRow>& rows, std::int64_t now_ms) {
+    using json::append_string;
+    std::string o = "{\"generated\":";
+    append_string(o, utc(now_ms));
+    o += ",\"targets\":[";
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+        const auto& r = rows[i];
+        o += i ? ",\n" : "\n";
+        o += "{\"name\":";
+        append_string(o, r.name);
+        o += std::string(",\"declared\":") + (r.declared ? "true" : "false");
+        o += std::string(",\"state\":\"") + (r.connected ? "connected" : "disconnected") + "\"";
+        o += ",\"problem\":";
+        if (r.problem.empty()) o += "null";
+        else append_string(o, r.problem);
+        o += ",\"since\":";
+        if (r.connected) append_string(o, utc(r.since_unix_ms));
+        else o += "null";
+        o += ",\"client\":";
+        if (r.connected) append_string(o, r.client);
+        else o += "null";
+        o += ",\"fingerprint\":";
+        if (r.connected) append_string(o, r.fingerprint);
+        else o += "null";
+        o += ",\"port\":" + (r.port ? std::to_string(r.port) : std::string("null"));
+        o += ",\"requests\":" + std::to_string(r.requests.requests);
+        o += ",\"bytes\":" + std::to_string(r.requests.bytes_sent);
+        o += ",\"last_scrape\":";
+        if (r.requests.last_unix_ms) {
+            o += "{\"time\":";
+            append_string(o, utc(r.requests.last_unix_ms));
+            o += ",\"status\":" + std::to_string(r.requests.last_status) +
+                 ",\"duration_ms\":" + std::to_string(r.requests.last_duration_ms) + "}";
+        } else {
+            o += "null";
+        }
+        o += ",\"labels\":{";
+        for (std::size_t j = 0; j < r.labels.size(); ++j) {
+            if (j) o += ',';
+            append_string(o, r.labels[j].first);
+            o += ':';
+            append_string(o, r.labels[j].second);
+        }
+        o += "}}";
+    }
+    o += rows.empty() ? "]}\n" : "\n]}\n";
+    return o;
+}
+
+}  // namespace monitoring_proxy::tunnel
