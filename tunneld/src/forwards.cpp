@@ -1,0 +1,289 @@
+// tcpip-forward and cancel-tcpip-forward. One function handles a forward request in the order the design asks
+// for: validate, check permission, bind 127.0.0.1, record in the registry, reply.
+#include "log.hpp"
+#include "worker.hpp"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace tunneld {
+
+namespace {
+
+constexpr std::size_t kMaxForwardsPerSession = 16;
+constexpr int kListenBacklog = 128;
+
+// Binds and listens on 127.0.0.1:port. SO_REUSEPORT lets a takeover bind the port while the old session's
+// listener is still open in another worker (it is closed right after); tunneld's own in-use table keeps two
+// tunnels from ever sharing a port on purpose.
+int bind_loopback(std::uint16_t port, int& err) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        err = errno;
+        return -1;
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || listen(fd, kListenBacklog) != 0) {
+        err = errno;
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+std::string requested_text(const std::string& address, std::uint32_t port) {
+    return log_quote(address.empty() ? "*" : address) + ":" + std::to_string(port);
+}
+
+}  // namespace
+
+int Worker::handle_tcpip_forward(Session& s, ssh_message msg) {
+    using monitoring_proxy::registry::DeclaredTxn;
+    using monitoring_proxy::registry::LiveTxn;
+    using monitoring_proxy::registry::Origin;
+    using monitoring_proxy::registry::TargetRecord;
+    using monitoring_proxy::registry::TunnelRecord;
+
+    const char* addr_c = ssh_message_global_request_address(msg);
+    ForwardRequest request{addr_c ? addr_c : "", static_cast<std::uint32_t>(ssh_message_global_request_port(msg))};
+    auto refuse = [&](const std::string& reason, const std::string& why) {
+        ctx_.counters.add("forwards_refused_total{reason=\"" + reason + "\"}");
+        log_line("forward refused client=" + s.client + " fingerprint=" + s.fingerprint +
+                 " requested=" + requested_text(request.bind_address, request.bind_port) + " reason=" + reason +
+                 " detail=" + log_quote(why));
+        return 1;  // SSH_MSG_REQUEST_FAILURE: "remote port forwarding failed for listen port ..."
+    };
+
+    // 1. Validate.
+    if (request.bind_address.size() > 255) return refuse("invalid", "bind address longer than 255 bytes");
+    if (s.live_forwards() >= kMaxForwardsPerSession) {
+        return refuse("too_many", "at most " + std::to_string(kMaxForwardsPerSession) + " forwards per session");
+    }
+
+    // 2. Permission, against the registry as it is now (targets may have been bound since authentication).
+    KeyGrant grant = s.grant;
+    PolicyConfig config{ctx_.options.port_range, ctx_.options.allow_undeclared};
+    ForwardDecision decision;
+    try {
+        decision = ctx_.registry.with([&](auto& reg) {
+            grant.bound_targets = reg.targets_for_key(grant.fingerprint);
+            TargetLookup lookup = [&](std::string_view name) { return reg.get_target(name); };
+            FixedPortLookup by_port = [&](std::uint16_t port) -> std::optional<std::string> {
+                for (const auto& entry : reg.snapshot()) {
+                    if (entry.target && entry.target->fixed_port == port) return entry.name;
+                }
+                return std::nullopt;
+            };
+            return decide_forward(request, grant, config, lookup, by_port);
+        });
+    } catch (const std::exception& e) {
+        return refuse("registry_error", e.what());
+    }
+    if (!decision.allowed) {
+        if (decision.takeover_attempt) {
+            ctx_.counters.add("takeover_attempts_total");
+            log_line("takeover attempt client=" + s.client + " fingerprint=" + s.fingerprint +
+                     " requested=" + requested_text(request.bind_address, request.bind_port) +
+                     " detail=" + log_quote(decision.message));
+        }
+        return refuse(decision.reason, decision.message);
+    }
+    for (const auto& f : s.forwards) {
+        if (!f->dead && f->target == decision.target) {
+            return refuse("duplicate", "this session already forwards target \"" + decision.target + "\"");
+        }
+    }
+
+    // 3 + 4. Bind and record, atomically with respect to other workers.
+    auto forward = std::make_unique<Forward>();
+    forward->id = next_object_id();
+    forward->session = &s;
+    forward->target = decision.target;
+    forward->requested_address = request.bind_address;
+    forward->requested_port = request.bind_port;
+    std::optional<TunnelOwner> previous;
+    std::string failure;
+    {
+        std::lock_guard lock(ctx_.tunnels_mu);
+        auto current = ctx_.tunnels.find(decision.target);
+        if (current != ctx_.tunnels.end()) previous = current->second;
+        auto in_use = [&](std::uint16_t port) {
+            for (const auto& [name, owner] : ctx_.tunnels) {
+                if (owner.port == port && name != decision.target) return true;
+            }
+            return false;
+        };
+        int err = 0;
+        auto try_bind = [&](std::uint16_t port) {
+            forward->listen_fd = bind_loopback(port, err);
+            return forward->listen_fd >= 0;
+        };
+        std::optional<std::uint16_t> port;
+        if (decision.fixed_port != 0) {
+            if (in_use(decision.fixed_port)) {
+                failure = "port " + std::to_string(decision.fixed_port) + " is used by another tunnel";
+            } else if (try_bind(decision.fixed_port)) {
+                port = decision.fixed_port;
+            } else {
+                failure = "cannot listen on 127.0.0.1:" + std::to_string(decision.fixed_port) + ": " + std::strerror(err);
+            }
+        } else {
+            std::optional<std::uint16_t> preferred;
+            if (previous) preferred = previous->port;
+            else if (auto it = ctx_.last_port.find(decision.target); it != ctx_.last_port.end()) preferred = it->second;
+            port = ctx_.allocator.allocate(in_use, try_bind, preferred);
+            if (!port) failure = "no free port in --port-range";
+        }
+        if (port) {
+            forward->port = *port;
+            TunnelRecord record{*port, ctx_.instance_id, now_unix_ms(), s.client, s.fingerprint};
+            try {
+                ctx_.registry.with([&](auto& reg) {
+                    if (decision.self_register) {
+                        reg.update_declared([&](DeclaredTxn& txn) {
+                            if (txn.get(decision.target)) return;  // declared meanwhile: keep the operator's record
+                            TargetRecord target;
+                            target.created_unix = now_unix_ms() / 1000;
+                            target.origin = Origin::kSelfRegistered;
+                            target.key_fingerprints = {s.fingerprint};
+                            txn.put(decision.target, target);
+                        });
+                    }
+                    reg.update_live([&](LiveTxn& txn) { txn.put_tunnel(decision.target, record); });
+                    return 0;
+                });
+                ctx_.tunnels[decision.target] = TunnelOwner{this, s.id, forward->id, *port, s.client};
+                ctx_.last_port[decision.target] = *port;
+            } catch (const std::exception& e) {
+                failure = std::string("registry: ") + e.what();
+                close(forward->listen_fd);
+                forward->listen_fd = -1;
+            }
+        }
+    }
+    if (forward->listen_fd < 0) return refuse(failure.rfind("registry", 0) == 0 ? "registry_error" : "bind_failed", failure);
+
+    forward->channel_port = request.bind_port != 0 ? request.bind_port : forward->port;
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.ptr = static_cast<Pollable*>(forward.get());
+    epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, forward->listen_fd, &ev);
+
+    // 5. Reply (with the port when the client asked for port 0: it prints "Allocated port ...").
+    ssh_message_global_request_reply_success(msg, forward->port);
+    if (decision.self_register) {
+        log_line("target self-registered target=" + decision.target + " fingerprint=" + s.fingerprint +
+                 " client=" + s.client);
+    }
+    log_line("forward added client=" + s.client + " fingerprint=" + s.fingerprint + " target=" + decision.target +
+             " port=" + std::to_string(forward->port) +
+             " requested=" + requested_text(request.bind_address, request.bind_port));
+    ctx_.counters.add("forwards_total");
+    if (previous) {
+        // Newest session wins: the old forward goes at once, its session too if nothing else remains.
+        ctx_.counters.add("takeovers_total{tunnel=\"" + decision.target + "\"}");
+        log_line("takeover client=" + s.client + " fingerprint=" + s.fingerprint + " target=" + decision.target +
+                 " port=" + std::to_string(forward->port) + " previous_client=" + previous->client);
+        Mail cancel{Mail::Type::kCancelForward};
+        cancel.session_id = previous->session_id;
+        cancel.forward_id = previous->forward_id;
+        cancel.reason = "takeover";
+        previous->worker->post(std::move(cancel));
+    }
+    s.forwards.push_back(std::move(forward));
+    return 0;
+}
+
+int Worker::handle_cancel_forward(Session& s, ssh_message msg) {
+    const char* addr_c = ssh_message_global_request_address(msg);
+    std::string address = addr_c ? addr_c : "";
+    auto port = static_cast<std::uint32_t>(ssh_message_global_request_port(msg));
+    for (auto& f : s.forwards) {
+        if (f->dead || f->requested_address != address) continue;
+        if (f->requested_port == port || f->port == port) {
+            remove_forward(*f, "cancel");
+            ssh_message_global_request_reply_success(msg, 0);
+            return 0;
+        }
+    }
+    log_line("cancel refused client=" + s.client + " fingerprint=" + s.fingerprint +
+             " requested=" + requested_text(address, port) + " reason=\"no such forward in this session\"");
+    return 1;
+}
+
+void Worker::remove_forward(Forward& f, const std::string& why) {
+    if (f.dead) return;
+    f.dead = true;
+    garbage_ = true;
+    if (f.listen_fd >= 0) {
+        epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, f.listen_fd, nullptr);
+        close(f.listen_fd);
+        f.listen_fd = -1;
+    }
+    bool owned = false;
+    {
+        std::lock_guard lock(ctx_.tunnels_mu);
+        auto it = ctx_.tunnels.find(f.target);
+        // After a takeover the table names the new forward: the registry entry is the new session's.
+        if (it != ctx_.tunnels.end() && it->second.forward_id == f.id) {
+            ctx_.tunnels.erase(it);
+            owned = true;
+            try {
+                ctx_.registry.with([&](auto& reg) {
+                    reg.update_live([&](monitoring_proxy::registry::LiveTxn& txn) {
+                        txn.remove_tunnel(f.target, ctx_.instance_id);
+                    });
+                    return 0;
+                });
+            } catch (const std::exception& e) {
+                log_line("registry error while removing tunnel " + f.target + ": " + e.what());
+            }
+        }
+    }
+    Session& s = *f.session;
+    log_line("forward removed client=" + s.client + " fingerprint=" + s.fingerprint + " target=" + f.target +
+             " port=" + std::to_string(f.port) + " reason=" + log_quote(why) + " connections=" +
+             std::to_string(f.connects) + (owned ? "" : " registry=kept(newer session)"));
+}
+
+void Worker::accept_connections(Forward& f) {
+    for (int i = 0; i < 64 && !f.dead; ++i) {
+        sockaddr_storage peer{};
+        socklen_t len = sizeof peer;
+        int fd = accept4(f.listen_fd, reinterpret_cast<sockaddr*>(&peer), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED) {
+                log_line("accept error target=" + f.target + " port=" + std::to_string(f.port) + ": " +
+                         std::strerror(errno));
+            }
+            return;
+        }
+        char host[INET6_ADDRSTRLEN] = "127.0.0.1";
+        std::uint16_t peer_port = 0;
+        if (peer.ss_family == AF_INET) {
+            auto* in = reinterpret_cast<sockaddr_in*>(&peer);
+            inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
+            peer_port = ntohs(in->sin_port);
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        ++f.connects;
+        ctx_.counters.add("connects_total{tunnel=\"" + f.target + "\"}");
+        start_relay(f, fd, host, peer_port);
+    }
+}
+
+}  // namespace tunneld

@@ -1,0 +1,139 @@
+// tunneld: accepts SSH connections that only carry reverse port forwards and records each live forward in the
+// monitoring-proxy registry. Threads: main (signals, counter flushes), one acceptor, a few workers.
+#include "acceptor.hpp"
+#include "host_keys.hpp"
+#include "log.hpp"
+#include "options.hpp"
+#include "server_context.hpp"
+#include "worker.hpp"
+
+#include <libssh/libssh.h>
+#include <libssh/server.h>
+
+#include <csignal>
+#include <cstdio>
+#include <ctime>
+#include <iostream>
+#include <thread>
+
+#ifndef TUNNELD_VERSION
+#define TUNNELD_VERSION "0.0.0"
+#endif
+
+namespace {
+
+using namespace tunneld;
+namespace reg = monitoring_proxy::registry;
+
+unsigned worker_count() {
+    unsigned n = std::thread::hardware_concurrency();
+    return n == 0 ? 1 : std::min(n, 4u);
+}
+
+void register_instance(ServerContext& ctx) {
+    auto swept = ctx.registry.with([](reg::Registry& r) { return r.sweep_dead_instances(); });
+    for (const auto& name : swept) log_line("swept stale tunnel target=" + name + " (its tunneld instance is gone)");
+    ctx.registry.with([&](reg::Registry& r) {
+        r.update_live([&](reg::LiveTxn& txn) { txn.put_instance(ctx.instance_id, reg::current_instance()); });
+        return 0;
+    });
+}
+
+void unregister_instance(ServerContext& ctx) noexcept {
+    try {
+        ctx.registry.with([&](reg::Registry& r) {
+            r.update_live([&](reg::LiveTxn& txn) { txn.remove_instance(ctx.instance_id); });
+            return 0;
+        });
+    } catch (const std::exception& e) {
+        log_line(std::string("registry error at shutdown: ") + e.what());
+    }
+}
+
+int run(const Options& options) {
+    // Signals are taken synchronously by the main thread only: block them before any thread starts.
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGTERM);
+    sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+    std::signal(SIGPIPE, SIG_IGN);
+
+    ssh_init();
+    reg::OpenOptions open_options;
+    open_options.dir = reg::resolve_dir(options.registry_flag);
+    auto registry = reg::Registry::open(open_options);
+    auto ctx = std::make_unique<ServerContext>(options, std::move(registry));
+    register_instance(*ctx);
+    ctx->load_authorized_keys();
+
+    ssh_bind bind = ssh_bind_new();
+    bool no = false;
+    ssh_bind_options_set(bind, SSH_BIND_OPTIONS_PROCESS_CONFIG, &no);  // never read /etc/ssh/libssh_server_config
+    ssh_bind_options_set(bind, SSH_BIND_OPTIONS_PUBKEY_ACCEPTED_KEY_TYPES,
+                         "ssh-ed25519,ecdsa-sha2-nistp256,ecdsa-sha2-nistp384,ecdsa-sha2-nistp521,"
+                         "rsa-sha2-512,rsa-sha2-256");
+    load_host_keys(bind, options.host_key_dir);
+
+    for (unsigned i = 0; i < worker_count(); ++i) ctx->workers.push_back(std::make_unique<Worker>(*ctx, static_cast<int>(i)));
+    Acceptor acceptor(*ctx, bind);
+    for (auto& w : ctx->workers) w->start();
+    acceptor.start();
+    log_line("started version=" TUNNELD_VERSION " listen=" + options.listen_host + ":" +
+             std::to_string(options.listen_port) + " registry=" + open_options.dir + " port_range=" +
+             std::to_string(options.port_range.lo) + "-" + std::to_string(options.port_range.hi) +
+             " workers=" + std::to_string(ctx->workers.size()) + " instance=" + std::to_string(ctx->instance_id) +
+             " keepalive=" + std::to_string(options.keepalive_seconds) + "x" + std::to_string(options.keepalive_max));
+
+    int stop_signal = 0;
+    while (stop_signal == 0) {
+        timespec one_second{1, 0};
+        int sig = sigtimedwait(&signals, nullptr, &one_second);
+        if (sig == SIGHUP) {
+            log_line("SIGHUP: re-reading authorized_keys");
+            ctx->load_authorized_keys();
+        } else if (sig == SIGTERM || sig == SIGINT) {
+            stop_signal = sig;
+        }
+        ctx->counters.flush(ctx->registry);
+    }
+
+    log_line(std::string("stopping on ") + (stop_signal == SIGTERM ? "SIGTERM" : "SIGINT"));
+    acceptor.stop();
+    for (auto& w : ctx->workers) w->post(Mail{Mail::Type::kStop});
+    for (auto& w : ctx->workers) w->join();
+    ctx->counters.flush(ctx->registry);
+    unregister_instance(*ctx);
+    ctx->workers.clear();
+    ssh_bind_free(bind);
+    ssh_finalize();
+    log_line("stopped");
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    Options options;
+    try {
+        options = parse_options(std::vector<std::string>(argv + 1, argv + argc));
+    } catch (const UsageError& e) {
+        std::cerr << "tunneld: " << e.what() << "\n(try tunneld --help)\n";
+        return 1;
+    }
+    if (options.help) {
+        std::cout << usage_text();
+        return 0;
+    }
+    if (options.version) {
+        std::cout << "tunneld " TUNNELD_VERSION " (libssh " << ssh_version(0) << ")\n";
+        return 0;
+    }
+    try {
+        return run(options);
+    } catch (const std::exception& e) {
+        log_line(std::string("fatal: ") + e.what());
+        return 2;
+    }
+}

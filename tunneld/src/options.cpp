@@ -1,0 +1,110 @@
+#include "options.hpp"
+
+#include <charconv>
+
+namespace tunneld {
+namespace {
+
+unsigned parse_number(const std::string& flag, const std::string& text, unsigned lo, unsigned hi) {
+    unsigned value = 0;
+    auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    if (text.empty() || ec != std::errc{} || p != text.data() + text.size() || value < lo || value > hi) {
+        throw UsageError(flag + ": \"" + text + "\" is not a number in " + std::to_string(lo) + "-" +
+                         std::to_string(hi));
+    }
+    return value;
+}
+
+void parse_listen(const std::string& text, Options& o) {
+    auto colon = text.rfind(':');
+    if (colon == std::string::npos || colon == 0) throw UsageError("--listen: expected ADDR:PORT, got \"" + text + "\"");
+    std::string host = text.substr(0, colon);
+    if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+    o.listen_host = host;
+    o.listen_port = static_cast<std::uint16_t>(parse_number("--listen", text.substr(colon + 1), 1, 65535));
+}
+
+void parse_range(const std::string& text, Options& o) {
+    auto dash = text.find('-');
+    if (dash == std::string::npos) throw UsageError("--port-range: expected LO-HI, got \"" + text + "\"");
+    auto lo = parse_number("--port-range", text.substr(0, dash), 1, 65535);
+    auto hi = parse_number("--port-range", text.substr(dash + 1), 1, 65535);
+    if (lo > hi) throw UsageError("--port-range: LO " + std::to_string(lo) + " is above HI " + std::to_string(hi));
+    o.port_range = {static_cast<std::uint16_t>(lo), static_cast<std::uint16_t>(hi)};
+}
+
+}  // namespace
+
+Options parse_options(const std::vector<std::string>& args) {
+    Options o;
+    for (std::size_t i = 0; i < args.size(); ++i) {
+        std::string flag = args[i];
+        std::string value;
+        bool has_inline = false;
+        if (auto eq = flag.find('='); flag.rfind("--", 0) == 0 && eq != std::string::npos) {
+            value = flag.substr(eq + 1);
+            flag = flag.substr(0, eq);
+            has_inline = true;
+        }
+        auto take = [&]() -> std::string {
+            if (has_inline) return value;
+            if (i + 1 >= args.size()) throw UsageError(flag + " needs a value");
+            return args[++i];
+        };
+        auto no_value = [&]() {
+            if (has_inline) throw UsageError(flag + " takes no value");
+        };
+        if (flag == "--help" || flag == "-h") { no_value(); o.help = true; }
+        else if (flag == "--version") { no_value(); o.version = true; }
+        else if (flag == "--allow-undeclared") { no_value(); o.allow_undeclared = true; }
+        else if (flag == "--listen") parse_listen(take(), o);
+        else if (flag == "--registry") o.registry_flag = take();
+        else if (flag == "--host-key-dir") o.host_key_dir = take();
+        else if (flag == "--authorized-keys") o.authorized_keys = take();
+        else if (flag == "--port-range") parse_range(take(), o);
+        else if (flag == "--keepalive") o.keepalive_seconds = parse_number(flag, take(), 1, 3600);
+        else if (flag == "--keepalive-max") o.keepalive_max = parse_number(flag, take(), 1, 100);
+        else if (flag == "--user") {
+            o.user = take();
+            if (o.user.empty()) throw UsageError("--user needs a non-empty name");
+        } else throw UsageError("unknown argument \"" + flag + "\" (see --help)");
+    }
+    return o;
+}
+
+const char* usage_text() {
+    return R"(Usage: tunneld [OPTIONS]
+
+An SSH daemon that accepts only reverse port forwards (ssh -N -R ...) and records each live forward in the
+monitoring-proxy registry, where the nginx module finds it.
+
+Options:
+  --listen ADDR:PORT       address to accept SSH connections on (default 0.0.0.0:22; IPv6 as [::]:22)
+  --registry DIR           registry directory (default $MONITORING_PROXY_REGISTRY, else
+                           /var/lib/monitoring-proxy/registry)
+  --host-key-dir DIR       directory with ssh_host_*_key files (default /etc/ssh); if it holds none, an
+                           ed25519 key is generated there (mode 0600)
+  --authorized-keys FILE   OpenSSH authorized_keys file of keys that may connect besides the keys bound to
+                           targets in the registry; options from=, permitlisten=, restrict, no-port-forwarding
+                           are honoured, lines with other options are reported and skipped; re-read on SIGHUP
+  --port-range LO-HI       loopback ports tunnels may use (default 20000-29999)
+  --keepalive SECONDS      send a keepalive after SECONDS without traffic from the client (default 15)
+  --keepalive-max N        drop a session after N unanswered keepalives (default 3)
+  --allow-undeclared       let authorized_keys keys forward new target names (-R NAME:80:...); the name is
+                           then declared in the registry and bound to that key
+  --user NAME              accept only this login name (default: any)
+  --help                   show this text
+  --version                print the version
+
+Forwards:
+  ssh -N -R NAME:80:localhost:9100 tunneld-host    named: serve target NAME on a port tunneld picks
+  ssh -N -R 20001:localhost:9100 tunneld-host      numbered: the declared target whose fixed port is 20001
+  ssh -N -R 0:localhost:9100 tunneld-host          the one target this key is bound to
+Listeners are always on 127.0.0.1. Sessions, -L, -D and streamlocal forwards are refused.
+
+Signals: SIGHUP re-reads --authorized-keys; SIGTERM/SIGINT close all sessions and remove their forwards from
+the registry.
+)";
+}
+
+}  // namespace tunneld

@@ -1,0 +1,297 @@
+// Relaying one TCP connection accepted on a tunnel port through a forwarded-tcpip channel, both ways, with flow
+// control: TCP is read only while the client's window is open, and channel data the socket cannot take stays
+// in libssh's buffer (its window then stops growing) until EPOLLOUT.
+#include "log.hpp"
+#include "worker.hpp"
+
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+namespace tunneld {
+
+namespace {
+constexpr int kMaxReadsPerEvent = 8;   // fairness between relays of one worker
+}
+
+void Worker::queue_relay(Relay& r) {
+    if (r.finishing || r.dead) return;
+    r.finishing = true;
+    relay_work_.push_back(&r);
+}
+
+void Worker::start_relay(Forward& f, int fd, const std::string& peer_host, std::uint16_t peer_port) {
+    Session& s = *f.session;
+    auto relay = std::make_unique<Relay>();
+    Relay& r = *relay;
+    r.session = &s;
+    r.target = f.target;
+    r.fd = fd;
+    r.peer_host = peer_host;
+    r.peer_port = peer_port;
+    r.open_address = f.requested_address;
+    r.open_port = f.channel_port;
+    r.channel = ssh_channel_new(s.ssh);
+    if (r.channel == nullptr) {
+        close(fd);
+        log_line("relay error client=" + s.client + " target=" + f.target + " reason=\"cannot create channel\"");
+        return;
+    }
+    ssh_callbacks_init(&r.callbacks);
+    r.callbacks.userdata = &r;
+    r.callbacks.channel_data_function = &Worker::on_channel_data;
+    r.callbacks.channel_eof_function = &Worker::on_channel_eof;
+    r.callbacks.channel_close_function = &Worker::on_channel_close;
+    ssh_set_channel_callbacks(r.channel, &r.callbacks);
+
+    epoll_event ev{};
+    ev.events = 0;  // nothing to read until the client accepts the channel
+    ev.data.ptr = static_cast<Pollable*>(&r);
+    epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev);
+    s.relays.push_back(std::move(relay));
+
+    // Non-blocking: SSH_AGAIN until the client answers; progress_opening() asks again after each round.
+    int rc = ssh_channel_open_reverse_forward(r.channel, r.open_address.c_str(), static_cast<int>(r.open_port),
+                                              r.peer_host.c_str(), r.peer_port);
+    if (rc == SSH_AGAIN) {
+        opening_.push_back(&r);
+    } else if (rc == SSH_OK) {
+        r.opening = false;
+        queue_relay(r);
+    } else {
+        relay_close(r, std::string("channel open failed: ") + ssh_get_error(s.ssh));
+    }
+}
+
+void Worker::progress_opening() {
+    if (opening_.empty()) return;
+    std::vector<Relay*> pending;
+    pending.swap(opening_);
+    for (Relay* r : pending) {
+        if (r->dead) continue;
+        if (r->session->closing) {
+            relay_close(*r, "session closing");
+            continue;
+        }
+        int rc = ssh_channel_open_reverse_forward(r->channel, r->open_address.c_str(), static_cast<int>(r->open_port),
+                                                  r->peer_host.c_str(), r->peer_port);
+        if (rc == SSH_AGAIN) {
+            opening_.push_back(r);
+        } else if (rc == SSH_OK) {
+            r->opening = false;
+            queue_relay(*r);
+        } else {
+            // The client refused (its local connect to the exporter failed, or the forward is gone there).
+            relay_close(*r, std::string("client refused the channel: ") + ssh_get_error(r->session->ssh));
+        }
+    }
+}
+
+void Worker::recheck_windows() {
+    // A window that reopens produces no callback: look after every poll round.
+    if (window_blocked_.empty()) return;
+    std::vector<Relay*> blocked;
+    blocked.swap(window_blocked_);
+    for (Relay* r : blocked) {
+        if (r->dead) continue;
+        std::uint32_t window = ssh_channel_window_size(r->channel);
+        if (window > 0 && !r->to_ssh.empty()) {
+            std::size_t n = std::min<std::size_t>(window, r->to_ssh.size());
+            int w = ssh_channel_write(r->channel, r->to_ssh.data(), static_cast<std::uint32_t>(n));
+            if (w == SSH_ERROR) {
+                relay_close(*r, "channel write failed");
+                continue;
+            }
+            r->to_ssh.erase(0, static_cast<std::size_t>(w));
+            window = ssh_channel_window_size(r->channel);
+        }
+        if (r->to_ssh.empty() && window > 0) {
+            r->window_blocked = false;
+            queue_relay(*r);
+        } else {
+            window_blocked_.push_back(r);
+        }
+    }
+}
+
+void Worker::relay_readable(Relay& r) {
+    if (r.opening || r.tcp_eof || r.window_blocked) return;
+    for (int i = 0; i < kMaxReadsPerEvent; ++i) {
+        std::uint32_t window = ssh_channel_window_size(r.channel);
+        if (window == 0) {
+            r.window_blocked = true;
+            window_blocked_.push_back(&r);
+            return;
+        }
+        std::size_t want = std::min<std::size_t>(window, scratch_.size());
+        ssize_t n = recv(r.fd, scratch_.data(), want, 0);
+        if (n > 0) {
+            r.bytes_up += static_cast<std::uint64_t>(n);
+            int w = ssh_channel_write(r.channel, scratch_.data(), static_cast<std::uint32_t>(n));
+            if (w == SSH_ERROR) {
+                relay_close(r, "channel write failed");
+                return;
+            }
+            if (w < n) {
+                r.to_ssh.assign(scratch_.data() + w, static_cast<std::size_t>(n - w));
+                r.window_blocked = true;
+                window_blocked_.push_back(&r);
+                return;
+            }
+            if (static_cast<std::size_t>(n) < want) return;  // socket drained
+            continue;
+        }
+        if (n == 0) {
+            r.tcp_eof = true;
+            return;
+        }
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+        relay_close(r, std::string("socket error: ") + std::strerror(errno));
+        return;
+    }
+}
+
+void Worker::relay_writable(Relay& r) {
+    for (int i = 0; i < 64; ++i) {
+        if (!r.to_tcp.empty()) {
+            ssize_t n = send(r.fd, r.to_tcp.data(), r.to_tcp.size(), MSG_NOSIGNAL);
+            if (n < 0) {
+                if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
+                relay_close(r, std::string("socket error: ") + std::strerror(errno));
+                return;
+            }
+            r.bytes_down += static_cast<std::uint64_t>(n);
+            r.to_tcp.erase(0, static_cast<std::size_t>(n));
+            if (!r.to_tcp.empty()) return;
+            continue;
+        }
+        // The data callback left bytes in the channel buffer: they only come back with the next packet unless
+        // read here.
+        int n = ssh_channel_read_nonblocking(r.channel, scratch_.data(), static_cast<std::uint32_t>(scratch_.size()), 0);
+        if (n == SSH_ERROR) {
+            if (r.chan_closed || r.chan_eof) {
+                r.tcp_blocked = false;
+                return;
+            }
+            relay_close(r, "channel read failed");
+            return;
+        }
+        if (n <= 0) {  // 0 or SSH_EOF: the buffer is empty
+            r.tcp_blocked = false;
+            return;
+        }
+        ssize_t sent = send(r.fd, scratch_.data(), static_cast<std::size_t>(n), MSG_NOSIGNAL);
+        if (sent < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+                relay_close(r, std::string("socket error: ") + std::strerror(errno));
+                return;
+            }
+            sent = 0;
+        }
+        r.bytes_down += static_cast<std::uint64_t>(sent);
+        if (sent < n) {
+            r.to_tcp.assign(scratch_.data() + sent, static_cast<std::size_t>(n - sent));
+            return;
+        }
+    }
+}
+
+void Worker::relay_update_interest(Relay& r) {
+    std::uint32_t want = 0;
+    if (!r.opening && !r.tcp_eof && !r.window_blocked && r.to_ssh.empty()) want |= EPOLLIN;
+    if (r.tcp_blocked || !r.to_tcp.empty()) want |= EPOLLOUT;
+    if (want == r.epoll_mask) return;
+    epoll_event ev{};
+    ev.events = want;
+    ev.data.ptr = static_cast<Pollable*>(&r);
+    epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, r.fd, &ev);
+    r.epoll_mask = want;
+}
+
+void Worker::relay_maybe_finish(Relay& r) {
+    if (r.opening) return;
+    if (r.tcp_eof && !r.eof_sent && r.to_ssh.empty()) {
+        ssh_channel_send_eof(r.channel);
+        r.eof_sent = true;
+    }
+    bool drained = !r.tcp_blocked && r.to_tcp.empty();
+    if (r.chan_eof && !r.tcp_shut && drained) {
+        shutdown(r.fd, SHUT_WR);
+        r.tcp_shut = true;
+    }
+    if (r.chan_closed && drained) {
+        relay_close(r, "closed by client");
+    } else if (r.eof_sent && r.tcp_shut) {
+        relay_close(r, "done");
+    }
+}
+
+void Worker::relay_close(Relay& r, const std::string& why) {
+    if (r.dead) return;
+    r.dead = true;
+    r.close_reason = why;
+    garbage_ = true;
+}
+
+void Worker::relay_release(Relay& r) {
+    Session& s = *r.session;
+    s.relay_bytes_up += r.bytes_up;
+    s.relay_bytes_down += r.bytes_down;
+    r.bytes_up = r.bytes_down = 0;
+    if (r.close_reason != "done" && r.close_reason != "closed by client" && !r.close_reason.empty()) {
+        log_line("relay closed client=" + s.client + " fingerprint=" + s.fingerprint + " target=" + r.target +
+                 " peer=" + r.peer_host + ":" + std::to_string(r.peer_port) + " reason=" + log_quote(r.close_reason));
+        r.close_reason.clear();
+    }
+    if (r.fd >= 0) {
+        close(r.fd);  // also leaves the epoll set
+        r.fd = -1;
+    }
+    if (r.channel != nullptr) {
+        ssh_channel ch = r.channel;
+        r.channel = nullptr;
+        ssh_remove_channel_callbacks(ch, &r.callbacks);
+        ssh_channel_free(ch);  // sends CHANNEL_CLOSE if still open
+    }
+}
+
+int Worker::on_channel_data(ssh_session, ssh_channel, void* data, uint32_t len, int is_stderr,
+                            void* userdata) noexcept {
+    auto& r = *static_cast<Relay*>(userdata);
+    if (r.dead || r.fd < 0 || is_stderr) return static_cast<int>(len);  // nobody to deliver to: discard
+    if (r.tcp_blocked || !r.to_tcp.empty()) return 0;                     // keep order: drain first
+    ssize_t n = send(r.fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+            r.session->worker->relay_close(r, std::string("socket error: ") + std::strerror(errno));
+            return static_cast<int>(len);
+        }
+        n = 0;
+    }
+    r.bytes_down += static_cast<std::uint64_t>(n);
+    if (static_cast<std::uint32_t>(n) < len) {
+        r.tcp_blocked = true;
+        r.session->worker->queue_relay(r);
+    }
+    return static_cast<int>(n);
+}
+
+void Worker::on_channel_eof(ssh_session, ssh_channel, void* userdata) noexcept {
+    auto& r = *static_cast<Relay*>(userdata);
+    r.chan_eof = true;
+    r.session->worker->queue_relay(r);
+}
+
+void Worker::on_channel_close(ssh_session, ssh_channel, void* userdata) noexcept {
+    auto& r = *static_cast<Relay*>(userdata);
+    r.chan_closed = true;
+    r.chan_eof = true;
+    r.session->worker->queue_relay(r);
+}
+
+}  // namespace tunneld

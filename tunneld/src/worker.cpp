@@ -1,0 +1,364 @@
+#include "worker.hpp"
+
+#include "log.hpp"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <fcntl.h>
+#include <cstring>
+#include <stdexcept>
+
+namespace tunneld {
+
+namespace {
+
+constexpr auto kTimerPeriod = std::chrono::milliseconds(200);
+constexpr auto kLoginGraceTime = std::chrono::seconds(20);
+constexpr std::size_t kScratchSize = 256 * 1024;
+
+// The epoll fd inside the ssh_event: nothing to do in the callback, the loop drains epoll after each round.
+int on_epoll_ready(socket_t, int, void*) noexcept { return 0; }
+
+std::atomic<std::uint64_t> g_next_id{1};
+
+}  // namespace
+
+std::uint64_t next_object_id() { return g_next_id.fetch_add(1); }
+
+std::size_t Session::live_forwards() const {
+    return static_cast<std::size_t>(
+        std::count_if(forwards.begin(), forwards.end(), [](const auto& f) { return !f->dead; }));
+}
+
+Worker::Worker(ServerContext& ctx, int index) : ctx_(ctx), index_(index), scratch_(kScratchSize) {
+    event_ = ssh_event_new();
+    epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
+    mail_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (event_ == nullptr || epoll_fd_ < 0 || mail_fd_ < 0) throw std::runtime_error("cannot create worker event loop");
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.ptr = &mailbox_;
+    epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, mail_fd_, &ev);
+    if (ssh_event_add_fd(event_, epoll_fd_, POLLIN, on_epoll_ready, this) != SSH_OK) {
+        throw std::runtime_error("cannot add epoll fd to ssh_event");
+    }
+}
+
+Worker::~Worker() {
+    if (thread_.joinable()) thread_.join();
+    if (event_) {
+        ssh_event_remove_fd(event_, epoll_fd_);
+        ssh_event_free(event_);
+    }
+    if (epoll_fd_ >= 0) close(epoll_fd_);
+    if (mail_fd_ >= 0) close(mail_fd_);
+}
+
+void Worker::start() {
+    thread_ = std::thread([this] { run(); });
+}
+
+void Worker::join() {
+    if (thread_.joinable()) thread_.join();
+}
+
+void Worker::post(Mail mail) {
+    {
+        std::lock_guard lock(mail_mu_);
+        mail_.push_back(std::move(mail));
+    }
+    std::uint64_t one = 1;
+    [[maybe_unused]] auto w = ::write(mail_fd_, &one, sizeof one);
+}
+
+void Worker::run() noexcept {
+    next_timer_ = Clock::now() + kTimerPeriod;
+    next_keepalive_ = Clock::now() + std::chrono::seconds(ctx_.options.keepalive_seconds);
+    while (true) {
+        try {
+            loop_once();
+        } catch (const std::exception& e) {
+            log_line(std::string("worker ") + std::to_string(index_) + " error: " + e.what());
+        }
+        if (stopping_ && sessions_.empty()) break;
+    }
+}
+
+void Worker::loop_once() {
+    auto now = Clock::now();
+    int timeout_ms = static_cast<int>(
+        std::clamp<long>(std::chrono::duration_cast<std::chrono::milliseconds>(next_timer_ - now).count(), 0, 200));
+    ssh_event_dopoll(event_, timeout_ms);
+
+    epoll_event events[128];
+    int n = epoll_wait(epoll_fd_, events, 128, 0);
+    for (int i = 0; i < n; ++i) {
+        auto* p = static_cast<Pollable*>(events[i].data.ptr);
+        if (p->dead) continue;
+        std::uint32_t ev = events[i].events;
+        switch (p->kind) {
+            case Pollable::Kind::kMailbox: {
+                std::uint64_t count;
+                [[maybe_unused]] auto r = ::read(mail_fd_, &count, sizeof count);
+                handle_mail();
+                break;
+            }
+            case Pollable::Kind::kListener:
+                accept_connections(*static_cast<Forward*>(p));
+                break;
+            case Pollable::Kind::kRelay: {
+                auto& r = *static_cast<Relay*>(p);
+                if (ev & EPOLLOUT) relay_writable(r);
+                if (!r.dead && (ev & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP))) relay_readable(r);
+                queue_relay(r);
+                break;
+            }
+            case Pollable::Kind::kSessionHint:
+                suspects_.push_back(static_cast<Session*>(p));
+                break;
+        }
+    }
+
+    progress_opening();
+    recheck_windows();
+
+    // Relays touched by callbacks or I/O: adjust epoll interest, finish completed ones. The list can grow
+    // while we work through it (libssh calls poll), so take it in batches.
+    for (int round = 0; round < 4 && !relay_work_.empty(); ++round) {
+        std::vector<Relay*> work;
+        work.swap(relay_work_);
+        for (Relay* r : work) {
+            r->finishing = false;
+            if (r->dead) continue;
+            relay_maybe_finish(*r);
+            if (!r->dead) relay_update_interest(*r);
+        }
+    }
+
+    std::vector<Session*> suspects;
+    suspects.swap(suspects_);
+    for (Session* s : suspects) check_session(*s);
+
+    if (Clock::now() >= next_timer_) {
+        on_timer();
+        next_timer_ = Clock::now() + kTimerPeriod;
+    }
+    collect_garbage();
+}
+
+void Worker::handle_mail() {
+    std::deque<Mail> batch;
+    {
+        std::lock_guard lock(mail_mu_);
+        batch.swap(mail_);
+    }
+    for (auto& m : batch) {
+        switch (m.type) {
+            case Mail::Type::kNewSession:
+                if (stopping_) {
+                    ssh_free(m.ssh);
+                    ctx_.unauthenticated.fetch_sub(1);
+                } else {
+                    adopt_session(m);
+                }
+                break;
+            case Mail::Type::kCancelForward: {
+                auto it = sessions_.find(m.session_id);
+                if (it == sessions_.end()) break;
+                Session& s = *it->second;
+                for (auto& f : s.forwards) {
+                    if (f->id == m.forward_id && !f->dead) remove_forward(*f, m.reason);
+                }
+                if (s.live_forwards() == 0 && !s.closing) close_session(s, "all forwards taken over");
+                break;
+            }
+            case Mail::Type::kStop:
+                stopping_ = true;
+                for (auto& [id, s] : sessions_) close_session(*s, "shutdown");
+                break;
+        }
+    }
+}
+
+void Worker::adopt_session(Mail& m) {
+    auto s = std::make_unique<Session>();
+    s->id = next_object_id();
+    s->worker = this;
+    s->ssh = m.ssh;
+    s->client = m.client;
+    s->client_ip = m.client_ip;
+    s->started = Clock::now();
+
+    int fd = ssh_get_fd(s->ssh);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    // A peer that vanishes with unacknowledged data in flight is dropped by the kernel after this long, even
+    // before the keepalive logic notices.
+    unsigned user_timeout_ms = ctx_.options.keepalive_seconds * (ctx_.options.keepalive_max + 1) * 1000u;
+    setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof user_timeout_ms);
+
+    ssh_set_blocking(s->ssh, 0);
+    ssh_set_auth_methods(s->ssh, SSH_AUTH_METHOD_PUBLICKEY);
+    ssh_set_message_callback(s->ssh, &Worker::on_message, s.get());
+    ssh_set_counters(s->ssh, &s->socket_counter, &s->packet_counter);
+
+    int rc = ssh_handle_key_exchange(s->ssh);
+    if (rc == SSH_ERROR) {
+        log_line("disconnect client=" + s->client + " fingerprint=- duration=0s bytes_in=0 bytes_out=0 reason=" +
+                 log_quote(std::string("key exchange failed: ") + ssh_get_error(s->ssh)));
+        ssh_free(s->ssh);
+        ctx_.unauthenticated.fetch_sub(1);
+        return;
+    }
+    if (ssh_event_add_session(event_, s->ssh) != SSH_OK) {
+        log_line("disconnect client=" + s->client + " reason=\"cannot add session to event\"");
+        ssh_free(s->ssh);
+        ctx_.unauthenticated.fetch_sub(1);
+        return;
+    }
+    s->in_event = true;
+    s->hint_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (s->hint_fd >= 0) {
+        epoll_event ev{};
+        ev.events = EPOLLRDHUP | EPOLLET;
+        ev.data.ptr = static_cast<Pollable*>(s.get());
+        epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, s->hint_fd, &ev);
+    }
+    ctx_.counters.add("sessions_total");
+    sessions_.emplace(s->id, std::move(s));
+    session_count_.store(sessions_.size());
+}
+
+void Worker::check_session(Session& s) {
+    if (s.closing || s.dead) return;
+    if (!s.shell_refusals.empty()) answer_shell_refusals(s);
+    int status = ssh_get_status(s.ssh);
+    if (status & SSH_CLOSED_ERROR) {
+        const char* err = ssh_get_error(s.ssh);
+        close_session(s, std::string("connection lost") + (err && *err ? std::string(": ") + err : ""));
+    } else if (status & SSH_CLOSED) {
+        close_session(s, "client disconnected");
+    }
+}
+
+void Worker::on_timer() {
+    auto now = Clock::now();
+    bool keepalive_tick = now >= next_keepalive_;
+    if (keepalive_tick) next_keepalive_ = now + std::chrono::seconds(ctx_.options.keepalive_seconds);
+    for (auto& [id, sp] : sessions_) {
+        Session& s = *sp;
+        check_session(s);
+        if (s.closing) continue;
+        if (!s.authenticated) {
+            if (now - s.started > kLoginGraceTime) {
+                ctx_.counters.add("auth_failures_total{reason=\"grace_time\"}");
+                close_session(s, "login grace time exceeded");
+            }
+            continue;
+        }
+        if (!keepalive_tick) continue;
+        // Liveness from the packet counter: any packet from the client (data, window adjust, keepalive reply)
+        // proves it alive; ssh_send_keepalive's own result means nothing.
+        if (s.packet_counter.in_packets != s.last_in_packets) {
+            s.last_in_packets = s.packet_counter.in_packets;
+            s.missed_keepalives = 0;
+            continue;
+        }
+        if (++s.missed_keepalives > ctx_.options.keepalive_max) {
+            ctx_.counters.add("keepalive_drops_total");
+            close_session(s, "no answer to " + std::to_string(ctx_.options.keepalive_max) + " keepalives");
+            continue;
+        }
+        // In non-blocking mode every second call sends (the other collects the pending reply): call twice.
+        ssh_send_keepalive(s.ssh);
+        ssh_send_keepalive(s.ssh);
+    }
+}
+
+void Worker::close_session(Session& s, const std::string& reason) {
+    if (s.closing) return;
+    s.closing = true;
+    s.close_reason = reason;
+    garbage_ = true;
+}
+
+void Worker::teardown_session(Session& s) {
+    for (auto& r : s.relays) {
+        if (r->fd >= 0) {
+            close(r->fd);
+            r->fd = -1;
+        }
+        if (r->channel) ssh_remove_channel_callbacks(r->channel, &r->callbacks);
+        r->channel = nullptr;  // ssh_free releases the channels
+        r->dead = true;
+    }
+    for (auto& f : s.forwards) {
+        if (!f->dead) remove_forward(*f, stopping_ ? "shutdown" : "session end");
+    }
+    if (s.in_event) ssh_event_remove_session(event_, s.ssh);
+    s.in_event = false;
+    ssh_disconnect(s.ssh);
+    auto secs = std::chrono::duration<double>(Clock::now() - s.started).count();
+    char duration[32];
+    std::snprintf(duration, sizeof duration, "%.3fs", secs);
+    log_line("disconnect client=" + s.client + " fingerprint=" + s.fingerprint + " duration=" + duration +
+             " bytes_in=" + std::to_string(s.socket_counter.in_bytes) +
+             " bytes_out=" + std::to_string(s.socket_counter.out_bytes) +
+             " relayed_up=" + std::to_string(s.relay_bytes_up) + " relayed_down=" + std::to_string(s.relay_bytes_down) +
+             " reason=" + log_quote(s.close_reason));
+    ssh_free(s.ssh);
+    s.ssh = nullptr;
+    if (s.hint_fd >= 0) close(s.hint_fd);
+    s.hint_fd = -1;
+    if (!s.authenticated) ctx_.unauthenticated.fetch_sub(1);
+    s.dead = true;
+}
+
+void Worker::collect_garbage() {
+    if (!garbage_) return;
+    garbage_ = false;
+    // 1. Finalise dead relays (close the socket, free the channel). ssh_channel_free may poll, so callbacks can
+    //    mark more relays dead meanwhile; those are finalised next time (relay_close sets garbage_ again).
+    std::vector<std::uint64_t> closing;
+    for (auto& [id, sp] : sessions_) {
+        Session& s = *sp;
+        if (s.closing) {
+            for (auto& r : s.relays) r->dead = true;
+            closing.push_back(id);
+            continue;
+        }
+        for (std::size_t i = 0; i < s.relays.size(); ++i) {
+            if (s.relays[i]->dead) relay_release(*s.relays[i]);
+        }
+    }
+    // 2. No libssh call from here on: drop every dead object from the work lists, then free.
+    auto dead_relay = [](Relay* r) { return r->dead; };
+    std::erase_if(opening_, dead_relay);
+    std::erase_if(window_blocked_, dead_relay);
+    std::erase_if(relay_work_, dead_relay);
+    std::erase_if(suspects_, [](Session* s) { return s->closing; });
+    for (auto& [id, sp] : sessions_) {
+        Session& s = *sp;
+        if (s.closing) continue;
+        std::erase_if(s.relays, [](const auto& r) { return r->dead && r->fd < 0 && r->channel == nullptr; });
+        std::erase_if(s.forwards, [](const auto& f) { return f->dead; });
+    }
+    // 3. Sessions last: teardown frees their relays and channels together. Only those seen closing in step 1:
+    //    a session closed by a callback during teardown may still sit in the work lists until next round.
+    for (auto id : closing) {
+        auto it = sessions_.find(id);
+        teardown_session(*it->second);
+        sessions_.erase(it);
+    }
+    session_count_.store(sessions_.size());
+}
+
+}  // namespace tunneld
