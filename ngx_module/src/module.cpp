@@ -6,6 +6,7 @@
 //   tunnel_max_targets N;       http      per-target counter slots in shared memory (default 4096)
 //   tunnel;                     upstream  peers come from the registry; must precede `keepalive`
 //   tunnel_key VALUE;           upstream  route by VALUE (variables allowed) instead of the first path segment
+//   tunnel_counters;            location  answer the shared per-target counters as JSON
 #include "module.hpp"
 #include "worker_registry.hpp"
 
@@ -99,6 +100,7 @@ ngx_command_t commands[] = {
      nullptr},
     {ngx_string("tunnel_key"), NGX_HTTP_UPS_CONF | NGX_CONF_TAKE1, ngx_http_set_complex_value_slot,
      NGX_HTTP_SRV_CONF_OFFSET, offsetof(UpstreamConf, key), nullptr},
+    {ngx_string("tunnel_counters"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, counters_directive, 0, 0, nullptr},
     ngx_null_command,
 };
 

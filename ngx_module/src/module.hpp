@@ -54,6 +54,9 @@ char* tunnel_directive(ngx_conf_t* cf, ngx_command_t* cmd, void* conf) noexcept;
 // Checks that no later balancing directive replaced `tunnel` (nginx only warns about that).
 ngx_int_t check_tunnel_upstreams(ngx_conf_t* cf) noexcept;
 
+// counters_handler.cpp: `tunnel_counters` (location) answers the counters as JSON.
+char* counters_directive(ngx_conf_t* cf, ngx_command_t* cmd, void* conf) noexcept;
+
 // variables.cpp: $tunnel_name, $tunnel_uri
 ngx_int_t add_variables(ngx_conf_t* cf) noexcept;
 

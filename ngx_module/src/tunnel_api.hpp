@@ -8,6 +8,7 @@
 #include "tunnel/counters.hpp"
 
 #include <optional>
+#include <string_view>
 
 namespace monitoring_proxy::tunnel::ngx {
 
@@ -19,5 +20,10 @@ std::optional<CounterTable> request_counters(ngx_http_request_t* r) noexcept;
 // registry is unreadable; the reason is logged, rate-limited. Reader methods throw LmdbError: catch, answer
 // 500, and report it with worker_registry_failed() (worker_registry.hpp).
 registry::Reader* request_registry(ngx_http_request_t* r) noexcept;
+
+// Answers `status` with `body` (copied into the request pool) as the whole response; returns what a content
+// handler returns. Discards any request body first.
+ngx_int_t send_response(ngx_http_request_t* r, ngx_uint_t status, std::string_view content_type,
+                        std::string_view body) noexcept;
 
 }  // namespace monitoring_proxy::tunnel::ngx

@@ -28,10 +28,15 @@ void log_rate_limited(ngx_log_t* log, std::string_view what) noexcept {
         ++g_registry.suppressed_errors;
         return;
     }
-    ngx_log_error(NGX_LOG_ERR, log, 0,
-                  "tunnel registry \"%*s\" unreadable: %*s (%ui similar errors in the last %T s not logged)",
-                  g_registry.dir.size(), g_registry.dir.data(), what.size(), what.data(),
-                  g_registry.suppressed_errors, kErrorLogIntervalS);
+    if (g_registry.suppressed_errors == 0) {
+        ngx_log_error(NGX_LOG_ERR, log, 0, "tunnel registry \"%*s\" unreadable: %*s", g_registry.dir.size(),
+                      g_registry.dir.data(), what.size(), what.data());
+    } else {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "tunnel registry \"%*s\" unreadable: %*s (%ui similar errors since the last report)",
+                      g_registry.dir.size(), g_registry.dir.data(), what.size(), what.data(),
+                      g_registry.suppressed_errors);
+    }
     g_registry.last_error_logged = now;
     g_registry.suppressed_errors = 0;
 }

@@ -51,6 +51,16 @@ http {{
 """
 
 
+def sanitizer_env(module):
+    """A module built with -DMP_SANITIZE=ON needs the ASan runtime loaded first into the (uninstrumented) nginx;
+    nginx frees its pools at exit on purpose, so leak reports are noise there."""
+    out = subprocess.run(["ldd", module], capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        if "libasan" in line and "=>" in line:
+            return {"LD_PRELOAD": line.split("=>")[1].split()[0], "ASAN_OPTIONS": "detect_leaks=0"}
+    return {}
+
+
 def run(args, env=None, check=True):
     full_env = dict(os.environ)
     full_env.update(REGISTRY_ENV)
@@ -148,8 +158,10 @@ class Nginx:
         if registry_line is None:
             registry_line = f"tunnel_registry {registry_path};"
         self.conf_path = os.path.join(self.prefix, "conf", "nginx.conf")
+        module = mp.program("ngx_http_tunnel_module.so")
+        self.env = sanitizer_env(module)
         self.write_conf(CONF_TEMPLATE.format(
-            module=mp.program("ngx_http_tunnel_module.so"), workers=workers, prefix=self.prefix,
+            module=module, workers=workers, prefix=self.prefix,
             registry_line=registry_line, http_extra=http_extra, upstream_body=upstream_body, port=self.port,
             read_timeout=read_timeout, server_extra=server_extra))
 
@@ -160,12 +172,12 @@ class Nginx:
     def config_test(self):
         """`nginx -t` on the config: (exit status, output)."""
         p = subprocess.run([NGINX, "-p", self.prefix, "-c", "conf/nginx.conf", "-e", "stderr", "-t"],
-                           capture_output=True, text=True, timeout=60)
+                           capture_output=True, text=True, timeout=60, env={**os.environ, **self.env})
         return p.returncode, p.stdout + p.stderr
 
     def start(self):
         self.proc = self.procs.start([NGINX, "-p", self.prefix, "-c", "conf/nginx.conf", "-e", "stderr"],
-                                     name="nginx")
+                                     name="nginx", env=self.env)
         mp.wait_until(lambda: self.proc.poll() is not None or mp.port_open(self.port), timeout=15,
                       what="nginx listening")
         if self.proc.poll() is not None:
@@ -232,3 +244,53 @@ def wait_for_status(nginx, path, status, timeout=10):
     return mp.wait_until(lambda: nginx.status(path) == status, timeout=timeout,
                          what=f"GET {path} -> {status}")
 
+
+
+class Env:
+    """Everything one module test uses, stopped at the end; nginx's log is checked for [alert]/[emerg] after
+    every test."""
+
+    def __init__(self, workdir, procs):
+        self.workdir = workdir
+        self.procs = procs
+        self.registry = Registry(os.path.join(workdir, "registry"))
+        self.backends = []
+        self.instances = []
+
+    def backend(self, name):
+        b = Backend(name)
+        self.backends.append(b)
+        return b
+
+    def target(self, name, *tunnelctl_args):
+        """A declared target with a live tunnel to a fresh backend."""
+        self.registry.add(name, *tunnelctl_args)
+        b = self.backend(name)
+        self.registry.live(name, b.port)
+        return b
+
+    def nginx(self, **kw):
+        n = Nginx(self.procs, self.workdir, self.registry.path, **kw)
+        self.instances.append(n)
+        return n
+
+    def close(self):
+        try:
+            for n in self.instances:
+                n.stop()
+            for n in self.instances:
+                n.assert_clean_log()
+        finally:
+            for b in self.backends:
+                b.stop()
+
+
+def readers(registry_dir):
+    """Pids holding reader slots in an LMDB environment (mdb_stat -r)."""
+    out = subprocess.run(["mdb_stat", "-r", registry_dir], capture_output=True, text=True, timeout=30).stdout
+    pids = set()
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) == 3 and fields[0].isdigit():
+            pids.add(int(fields[0]))
+    return pids

@@ -1,0 +1,51 @@
+"""An unreadable registry: every routed request answers 500, error.log names the registry path and the LMDB
+error (rate-limited), and the workers pick the registry up once it exists, without a reload."""
+import os
+
+import pytest
+
+import mp
+import nginx_harness as h
+
+
+@pytest.fixture
+def env(workdir, procs):
+    e = h.Env(workdir, procs)
+    yield e
+    e.close()
+
+
+def unreadable_lines(nginx):
+    return [line for line in nginx.error_log().splitlines() if "unreadable" in line]
+
+
+def test_missing_registry_answers_500_then_recovers_without_reload(env):
+    nginx = env.nginx(workers=1).start()  # env.registry.path does not exist yet
+    workers = nginx.worker_pids()
+    for _ in range(20):
+        status, body, _ = nginx.get("/web1/metrics")
+        assert (status, body) == (500, "tunnel registry unavailable\n")
+
+    lines = unreadable_lines(nginx)
+    assert lines, nginx.error_log()
+    assert env.registry.path in lines[0]
+    assert "No such file or directory" in lines[0]
+    assert "[error]" in lines[0]
+    assert len(lines) <= 2, lines  # 20 failing requests, one report (rate-limited)
+
+    env.target("web1")
+    mp.wait_until(lambda: nginx.status("/web1/metrics") == 200, timeout=10, what="registry picked up")
+    assert nginx.worker_pids() == workers
+
+
+def test_registry_the_workers_cannot_open_answers_500(env):
+    env.target("web1")
+    os.chmod(env.registry.path, 0o700)  # workers run as nobody:nogroup
+    try:
+        nginx = env.nginx(workers=1).start()
+        assert nginx.get("/web1/metrics")[:2] == (500, "tunnel registry unavailable\n")
+        lines = unreadable_lines(nginx)
+        assert lines and env.registry.path in lines[0] and "Permission denied" in lines[0], nginx.error_log()
+    finally:
+        os.chmod(env.registry.path, 0o2750)
+    mp.wait_until(lambda: nginx.status("/web1/metrics") == 200, timeout=10, what="registry readable again")

@@ -1,0 +1,99 @@
+"""ngx_http_tunnel_module routes /<name>/... per registry contents, with no reload, and answers every other
+outcome itself, before any connection."""
+import pytest
+
+import mp
+import nginx_harness as h
+
+
+@pytest.fixture
+def env(workdir, procs):
+    e = h.Env(workdir, procs)
+    yield e
+    e.close()
+
+
+def test_target_added_while_running_is_served_without_reload(env):
+    env.target("web1")
+    nginx = env.nginx().start()
+    workers = nginx.worker_pids()
+
+    assert nginx.get("/web1/metrics") [:2] == (200, "web1 /metrics\n")
+    assert nginx.get("/web2/metrics")[:2] == (404, 'unknown target "web2"\n')
+
+    web2 = env.target("web2")  # declared and connected while nginx runs
+    assert nginx.get("/web2/metrics")[:2] == (200, "web2 /metrics\n")
+    assert len(web2.requests) == 1
+    assert nginx.worker_pids() == workers  # no reload happened
+
+
+def test_removed_tunnel_and_removed_target_stop_being_served_at_once(env):
+    web1 = env.target("web1")
+    nginx = env.nginx().start()
+    assert nginx.status("/web1/metrics") == 200
+
+    env.registry.gone("web1")
+    assert nginx.get("/web1/metrics")[:2] == (503, 'target "web1" is not connected\n')
+    env.registry.remove("web1")
+    assert nginx.get("/web1/metrics")[:2] == (404, 'unknown target "web1"\n')
+    assert len(web1.requests) == 1
+
+
+def test_path_query_and_escaping_reach_the_target(env):
+    web1 = env.target("web1")
+    nginx = env.nginx().start()
+    assert nginx.get("/web1")[:2] == (200, "web1 /\n")
+    assert nginx.get("/web1/")[:2] == (200, "web1 /\n")
+    assert nginx.get("/web1/metrics?name[]=up&x=1")[1] == "web1 /metrics?name[]=up&x=1\n"
+    assert nginx.get("/web1/a%20b/c%3Fd")[1] == "web1 /a%20b/c%3Fd\n"
+    # nginx normalises the path before the name and prefixes are checked; the target gets that same path
+    assert nginx.get("/web1/x/../metrics")[1] == "web1 /metrics\n"
+    assert [r["path"] for r in web1.requests][-1] == "/metrics"
+
+
+def test_not_connected_target_gets_503_without_any_connection(env):
+    env.registry.add("web1", "--port", str(mp.free_port()))
+    nginx = env.nginx().start()
+    status, body, headers = nginx.get("/web1/metrics")
+    assert (status, body) == (503, 'target "web1" is not connected\n')
+    assert headers["Content-Type"] == "text/plain"
+    assert "connect() failed" not in nginx.error_log()
+
+
+def test_invalid_names_get_400_with_the_rule(env):
+    env.target("web1")
+    nginx = env.nginx().start()
+    for path in ("/Web1/metrics", "/-x/metrics", "/a%22b/metrics", "/" + "a" * 64 + "/metrics", "/"):
+        status, body, _ = nginx.get(path)
+        assert status == 400, path
+        assert body.startswith("invalid target name "), body
+        assert "[a-z0-9][a-z0-9._-]{0,62}" in body
+    assert '"a?b"' in nginx.get("/a%22b/x")[1]  # echoed names cannot break out of their quotes
+
+
+def test_path_outside_allowed_prefixes_gets_403(env):
+    web1 = env.target("web1", "--path", "/metrics")
+    nginx = env.nginx().start()
+    assert nginx.status("/web1/metrics") == 200
+    assert nginx.status("/web1/metrics/sub") == 200
+    assert nginx.get("/web1/debug/pprof")[:2] == (403, 'path not allowed for target "web1"\n')
+    assert nginx.status("/web1/x/../../web1/debug") == 403  # normalised before the check
+    assert len(web1.requests) == 2
+
+
+def test_refused_connection_gets_502(env):
+    env.registry.add("web1")
+    env.registry.live("web1", mp.free_port())  # nothing listens there
+    nginx = env.nginx().start()
+    assert nginx.status("/web1/metrics") == 502
+
+
+def test_own_answers_keep_the_client_connection(env):
+    env.target("web1")
+    nginx = env.nginx().start()
+    conn = h.http.client.HTTPConnection("127.0.0.1", nginx.port, timeout=10)
+    try:
+        statuses = [nginx.get(p, conn=conn)[0] for p in ("/nope/x", "/BAD/x", "/web1/metrics", "/nope/y")]
+        assert statuses == [404, 400, 200, 404]
+    finally:
+        conn.close()
