@@ -1,0 +1,175 @@
+"""Harness for tunneld end-to-end tests: a registry managed with tunnelctl, a tunneld on a free loopback port,
+OpenSSH clients running `ssh -N -R ...`, and an in-process HTTP exporter serving deterministic bodies."""
+import http.server
+import json
+import os
+import re
+import signal
+import subprocess
+import threading
+import urllib.request
+
+import mp
+
+SSH_OPTIONS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
+               "-o", "ExitOnForwardFailure=yes", "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR",
+               "-o", "ServerAliveInterval=0", "-F", "/dev/null"]
+
+
+def keygen(workdir, name, kind="ed25519"):
+    path = os.path.join(workdir, name)
+    args = ["ssh-keygen", "-q", "-t", kind, "-N", "", "-f", path, "-C", name]
+    if kind == "rsa":
+        args += ["-b", "2048"]
+    subprocess.run(args, check=True)
+    return path
+
+
+def fingerprint(pub_path):
+    out = subprocess.run(["ssh-keygen", "-lf", pub_path], check=True, capture_output=True, text=True).stdout
+    return out.split()[1]
+
+
+def body(size):
+    """Deterministic, incompressible-enough bytes of a given size."""
+    block = bytes((i * 131 + 7) % 251 for i in range(65536))
+    return (block * (size // len(block) + 1))[:size]
+
+
+class Exporter:
+    """HTTP server on a free loopback port: GET /bytes/N returns body(N)."""
+
+    def __init__(self):
+        cache = {}
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.0"
+
+            def do_GET(self):
+                m = re.match(r"^/bytes/(\d+)$", self.path)
+                if not m:
+                    self.send_error(404)
+                    return
+                size = int(m.group(1))
+                data = cache.setdefault(size, body(size))
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.port = mp.free_port()
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def fetch(port, path, timeout=30):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as r:
+        return r.read()
+
+
+class Tunneld:
+    """A registry plus a running tunneld. Use `start()` again after stopping to restart on the same state."""
+
+    def __init__(self, procs, workdir, port_range=None, extra=()):
+        self.procs = procs
+        self.workdir = workdir
+        self.registry = os.path.join(workdir, "registry")
+        self.host_keys = os.path.join(workdir, "hostkeys")
+        lo = 30000 + (os.getpid() * 37) % 20000
+        self.port_range = port_range or (lo, lo + 199)
+        self.extra = list(extra)
+        self.port = None
+        self.proc = None
+        self.tunnelctl_path = mp.program("tunnelctl")
+        self.tunneld_path = mp.program("tunneld")
+
+    def tunnelctl(self, *args, check=True):
+        r = subprocess.run([self.tunnelctl_path, "--registry", self.registry, *args], capture_output=True, text=True)
+        if check and r.returncode != 0:
+            raise AssertionError(f"tunnelctl {args} failed: {r.returncode} {r.stderr}")
+        return r
+
+    def start(self, extra=()):
+        self.port = mp.free_port()
+        args = [self.tunneld_path, "--listen", f"127.0.0.1:{self.port}", "--registry", self.registry,
+                "--host-key-dir", self.host_keys, "--port-range", f"{self.port_range[0]}-{self.port_range[1]}",
+                *self.extra, *extra]
+        self.proc = self.procs.start(args, name="tunneld")
+        mp.wait_until(lambda: " started " in self.log() or self.proc.poll() is not None, 10, what="tunneld start")
+        assert self.proc.poll() is None, self.log()
+        return self
+
+    def log(self):
+        return mp.Processes.log_text(self.proc)
+
+    def wait_log(self, text, timeout=10):
+        mp.wait_until(lambda: text in self.log(), timeout, what=f"log line containing {text!r}")
+        return self.log()
+
+    def stop(self, sig=signal.SIGTERM):
+        return self.procs.stop(self.proc, sig)
+
+    def ls(self):
+        return json.loads(self.tunnelctl("ls", "--json").stdout)
+
+    def entry(self, name):
+        for e in self.ls():
+            if e["name"] == name:
+                return e
+        return None
+
+    def connected(self, name):
+        e = self.entry(name)
+        return e if e and e["state"] == "connected" else None
+
+    def counters(self):
+        """The live environment's counters (key -> int), read with mdb_dump."""
+        out = subprocess.run(["mdb_dump", "-p", "-s", "counters", os.path.join(self.registry, "live")],
+                             capture_output=True, text=True)
+        if out.returncode != 0:
+            return {}
+        lines = [l[1:] for l in out.stdout.splitlines() if l.startswith(" ")]
+        result = {}
+        for key, value in zip(lines[0::2], lines[1::2]):
+            raw = bytes(_unescape_printable(value))
+            result[bytes(_unescape_printable(key)).decode()] = int.from_bytes(raw, "little")
+        return result
+
+    def ssh(self, key, *forwards, user="tunnel", extra=(), name="ssh"):
+        # ssh keeps the first value given for an option: the test's own options go first.
+        args = ["ssh", "-N", *extra, *SSH_OPTIONS, "-i", key, "-p", str(self.port)]
+        for f in forwards:
+            args += ["-R", f]
+        args += [f"{user}@127.0.0.1"]
+        return self.procs.start(args, name=name)
+
+    def ssh_run(self, key, *args, user="tunnel", command=(), timeout=20):
+        """Runs a short-lived ssh client to completion; returns CompletedProcess."""
+        cmd = ["ssh", *args, *SSH_OPTIONS, "-i", key, "-p", str(self.port), f"{user}@127.0.0.1", *command]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def _unescape_printable(text):
+    """mdb_dump -p escapes non-printable bytes as \\xx hex and backslash as \\\\."""
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if c == "\\":
+            if text[i + 1] == "\\":
+                yield ord("\\")
+                i += 2
+            else:
+                yield int(text[i + 1:i + 3], 16)
+                i += 3
+        else:
+            yield ord(c)
+            i += 1

@@ -1,0 +1,158 @@
+"""Every refusal tunneld makes, seen from the real clients and in its log."""
+import os
+import socket
+import subprocess
+
+import pytest
+
+import mp
+from ssh_harness import Exporter, Tunneld, fetch, fingerprint, keygen
+
+
+@pytest.fixture
+def exporter():
+    e = Exporter()
+    yield e
+    e.close()
+
+
+@pytest.fixture
+def setup(procs, workdir):
+    """tunneld with target `web` bound to key `owner`, and an authorized_keys file for the shared key."""
+    t = Tunneld(procs, workdir)
+    owner = keygen(workdir, "owner")
+    shared = keygen(workdir, "shared")
+    restricted = keygen(workdir, "restricted")
+    t.tunnelctl("add", "web", "--key-file", owner + ".pub")
+    t.tunnelctl("add", "open", "--port", str(t.port_range[0] + 1))
+    ak = os.path.join(workdir, "authorized_keys")
+    with open(ak, "w") as f:
+        f.write(open(shared + ".pub").read())
+        f.write('from="10.0.0.0/8" ' + open(restricted + ".pub").read())
+        f.write('command="/bin/false" ' + open(keygen(workdir, "cmd") + ".pub").read())
+    t.extra = ["--authorized-keys", ak]
+    t.start()
+    return t, owner, shared, restricted, ak
+
+
+def refused_forward(t, key, spec):
+    r = t.ssh_run(key, "-N", "-R", spec)
+    assert r.returncode == 255, r
+    assert "remote port forwarding failed" in r.stderr, r.stderr
+    return r
+
+
+def test_unknown_key_is_refused(setup, workdir):
+    t, *_ = setup
+    stranger = keygen(workdir, "stranger")
+    r = t.ssh_run(stranger, "-N", "-R", "web:80:localhost:1")
+    assert r.returncode == 255 and "Permission denied (publickey)" in r.stderr
+    log = t.wait_log("reason=unknown_key")
+    assert f"fingerprint={fingerprint(stranger + '.pub')}" in log
+    mp.wait_until(lambda: t.counters().get('auth_failures_total{reason="unknown_key"}', 0) >= 1, 5,
+                  what="unknown_key counter")
+
+
+def test_only_publickey_is_offered_and_password_refused(setup, workdir):
+    t, *_ = setup
+    r = t.ssh_run(keygen(workdir, "x"), "-o", "PubkeyAuthentication=no", "-o",
+                  "PreferredAuthentications=password,keyboard-interactive", "-N")
+    assert r.returncode == 255
+    assert "Permission denied (publickey)." in r.stderr  # the server advertises publickey only
+    # PuTTY's plink, given a password, finds no method it may use.
+    hostkey = fingerprint(os.path.join(t.host_keys, "ssh_host_ed25519_key.pub"))
+    p = subprocess.run(["plink", "-batch", "-ssh", "-P", str(t.port), "-hostkey", hostkey, "-pw", "secret",
+                        "-N", "someone@127.0.0.1"], capture_output=True, text=True, timeout=20,
+                       stdin=subprocess.DEVNULL)
+    assert p.returncode != 0
+    assert "No supported authentication methods" in p.stderr, p.stderr
+
+
+def test_from_mismatch_is_refused(setup):
+    t, _, _, restricted, _ = setup
+    r = t.ssh_run(restricted, "-N", "-R", "open:80:localhost:1")
+    assert r.returncode == 255 and "Permission denied" in r.stderr
+    t.wait_log("reason=from_mismatch")
+
+
+def test_unknown_authorized_keys_option_reported_with_file_and_line(setup, workdir):
+    t, _, _, _, ak = setup
+    log = t.log()
+    assert f'{ak}:3: unsupported option "command"; line skipped' in log
+    r = t.ssh_run(os.path.join(workdir, "cmd"), "-N")
+    assert r.returncode == 255 and "Permission denied" in r.stderr
+
+
+def test_shell_and_exec_are_refused_with_a_message(setup):
+    t, owner, *_ = setup
+    r = t.ssh_run(owner, command=["uname", "-a"])
+    assert r.returncode == 1
+    assert "ssh -N" in r.stderr
+    r = t.ssh_run(owner, "-T")  # shell without a tty
+    assert r.returncode == 1 and "ssh -N" in r.stderr
+    r = t.ssh_run(owner, "-s", command=["sftp"])
+    assert r.returncode == 1
+    t.wait_log("type=exec")
+    t.wait_log("type=shell")
+
+
+def test_local_and_dynamic_forwards_are_refused(setup, exporter):
+    t, owner, *_ = setup
+    lport, dport = mp.free_port(), mp.free_port()
+    t.ssh(owner, extra=["-L", f"{lport}:127.0.0.1:{exporter.port}", "-D", f"127.0.0.1:{dport}",
+                        "-o", "ExitOnForwardFailure=no"])
+    mp.wait_until(lambda: mp.port_open(lport) and mp.port_open(dport), 10, what="client listeners")
+    with pytest.raises(Exception):
+        fetch(lport, "/bytes/10", timeout=5)
+    t.wait_log("type=direct-tcpip")
+    # SOCKS5 through -D: the server refuses the channel, the client answers the SOCKS request with a failure.
+    with socket.create_connection(("127.0.0.1", dport), timeout=5) as s:
+        s.sendall(b"\x05\x01\x00")
+        assert s.recv(2) == b"\x05\x00"
+        s.sendall(b"\x05\x01\x00\x01\x7f\x00\x00\x01" + exporter.port.to_bytes(2, "big"))
+        reply = s.recv(10)
+        assert reply == b"" or reply[1] != 0
+    mp.wait_until(lambda: t.log().count("type=direct-tcpip") >= 2, 10, what="second direct-tcpip refusal")
+
+
+def test_port_outside_range_is_refused(setup):
+    t, owner, *_ = setup
+    refused_forward(t, owner, "8080:localhost:9100")
+    t.wait_log("reason=port_range")
+
+
+def test_streamlocal_forward_is_refused(setup, workdir):
+    t, owner, *_ = setup
+    r = t.ssh_run(owner, "-N", "-R", f"{workdir}/remote.sock:localhost:9100")
+    assert r.returncode == 255 and "forwarding failed" in r.stderr
+
+
+def test_another_keys_target_is_a_logged_takeover_attempt(setup, workdir):
+    t, owner, shared, *_ = setup
+    intruder = keygen(workdir, "intruder")
+    t.tunnelctl("add", "other", "--key-file", intruder + ".pub")
+    refused_forward(t, intruder, "web:80:localhost:9100")
+    log = t.wait_log("takeover attempt")
+    assert f"fingerprint={fingerprint(intruder + '.pub')}" in log
+    # The shared authorized_keys key may not take a bound target either.
+    refused_forward(t, shared, "web:80:localhost:9100")
+    assert t.entry("web")["state"] == "disconnected"
+
+
+def test_undeclared_name_is_refused_without_allow_undeclared(setup):
+    t, _, shared, *_ = setup
+    refused_forward(t, shared, "newhost:80:localhost:9100")
+    t.wait_log("reason=undeclared")
+    assert t.entry("newhost") is None
+
+
+def test_user_flag_refuses_other_login_names(procs, workdir):
+    t = Tunneld(procs, workdir, extra=["--user", "tunnel"])
+    key = keygen(workdir, "k")
+    t.tunnelctl("add", "web", "--key-file", key + ".pub")
+    t.start()
+    r = t.ssh_run(key, "-N", "-R", "web:80:localhost:1", user="root")
+    assert r.returncode == 255 and "Permission denied" in r.stderr
+    t.wait_log("reason=user")
+    t.ssh(key, "web:80:localhost:1", user="tunnel")
+    mp.wait_until(lambda: t.connected("web"), 10, what="web connected as tunnel")
