@@ -1,5 +1,7 @@
 #include "worker_registry.hpp"
 
+#include <sys/stat.h>
+
 #include <exception>
 #include <optional>
 #include <string>
@@ -10,6 +12,21 @@ namespace {
 
 constexpr ngx_msec_t kReopenIntervalMs = 1000;
 constexpr time_t kErrorLogIntervalS = 10;
+constexpr ngx_msec_t kIdentityCheckIntervalMs = 1000;
+
+// Which file an environment is: a registry directory that is removed and created again (restored from a
+// backup, rebuilt after corruption) must be reopened, or the worker would read the old, unlinked file forever.
+struct FileIdentity {
+    dev_t dev = 0;
+    ino_t ino = 0;
+    bool operator==(const FileIdentity&) const = default;
+};
+
+FileIdentity identity_of(const std::string& path) noexcept {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) return {};
+    return {st.st_dev, st.st_ino};
+}
 
 // One worker process, one reader: nginx workers are single-threaded.
 struct WorkerRegistry {
@@ -19,6 +36,8 @@ struct WorkerRegistry {
     ngx_msec_t next_open_at = 0;
     time_t last_error_logged = 0;
     ngx_uint_t suppressed_errors = 0;
+    ngx_msec_t next_identity_check = 0;
+    FileIdentity declared_file, live_file;  // {} while unknown (the live environment may come later)
 };
 WorkerRegistry g_registry;
 
@@ -44,6 +63,10 @@ void log_rate_limited(ngx_log_t* log, std::string_view what) noexcept {
 void try_open(ngx_log_t* log) noexcept {
     g_registry.next_open_at = ngx_current_msec + kReopenIntervalMs;
     try {
+        g_registry.reader.reset();  // close the old environment first: LMDB forbids opening one twice
+        g_registry.declared_file = identity_of(g_registry.dir + "/data.mdb");
+        g_registry.live_file = identity_of(g_registry.dir + "/" + registry::kLiveSubdir + "/data.mdb");
+        g_registry.next_identity_check = ngx_current_msec + kIdentityCheckIntervalMs;
         g_registry.reader.emplace(g_registry.dir);
         ngx_log_error(NGX_LOG_INFO, log, 0, "tunnel registry \"%*s\" opened", g_registry.dir.size(),
                       g_registry.dir.data());
@@ -53,6 +76,20 @@ void try_open(ngx_log_t* log) noexcept {
     } catch (...) {
         g_registry.reader.reset();
         log_rate_limited(log, "unexpected exception");
+    }
+}
+
+// At most once a second: has either environment been replaced by another file since it was opened?
+bool registry_replaced() noexcept {
+    if (static_cast<ngx_msec_int_t>(ngx_current_msec - g_registry.next_identity_check) < 0) return false;
+    g_registry.next_identity_check = ngx_current_msec + kIdentityCheckIntervalMs;
+    try {
+        const FileIdentity declared = identity_of(g_registry.dir + "/data.mdb");
+        const FileIdentity live = identity_of(g_registry.dir + "/" + registry::kLiveSubdir + "/data.mdb");
+        if (g_registry.live_file == FileIdentity{}) g_registry.live_file = live;  // created after we opened
+        return !(declared == g_registry.declared_file) || !(live == g_registry.live_file);
+    } catch (...) {
+        return false;
     }
 }
 
@@ -76,6 +113,12 @@ void worker_registry_stop() noexcept {
 }
 
 registry::Reader* worker_reader(ngx_log_t* log) noexcept {
+    if (g_registry.reader && registry_replaced()) {
+        ngx_log_error(NGX_LOG_NOTICE, log, 0, "tunnel registry \"%*s\" was replaced, reopening it",
+                      g_registry.dir.size(), g_registry.dir.data());
+        try_open(log);
+        return g_registry.reader ? &*g_registry.reader : nullptr;
+    }
     if (!g_registry.reader && g_registry.configured &&
         static_cast<ngx_msec_int_t>(ngx_current_msec - g_registry.next_open_at) >= 0) {
         try_open(log);

@@ -19,7 +19,7 @@ REGISTRY_ENV = {"MONITORING_PROXY_REGISTRY_GROUP": REGISTRY_GROUP}
 
 CONF_TEMPLATE = """\
 load_module {module};
-daemon off;
+daemon {daemon};
 master_process on;
 worker_processes {workers};
 pid {prefix}/logs/nginx.pid;
@@ -59,6 +59,27 @@ def sanitizer_env(module):
         if "libasan" in line and "=>" in line:
             return {"LD_PRELOAD": line.split("=>")[1].split()[0], "ASAN_OPTIONS": "detect_leaks=0"}
     return {}
+
+
+def _alive(pid):
+    """Running and not a zombie (a daemon's master is reaped by init, which may be slow in a container)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def _stop_pid(pid, timeout=15):
+    """Graceful stop of a daemonised nginx master by pid (SIGQUIT), SIGKILL after the deadline."""
+    if not _alive(pid):
+        return
+    os.kill(pid, signal.SIGQUIT)
+    try:
+        mp.wait_until(lambda: not _alive(pid), timeout=timeout, what=f"nginx {pid} to exit")
+    except AssertionError:
+        os.kill(pid, signal.SIGKILL)
+        mp.wait_until(lambda: not _alive(pid), timeout=timeout, what=f"nginx {pid} to die")
 
 
 def run(args, env=None, check=True):
@@ -145,8 +166,10 @@ class Nginx:
     """One nginx instance (master + workers) in its own prefix, started with `daemon off` and stopped by pid."""
 
     def __init__(self, procs, workdir, registry_path, workers=1, upstream_body=None, http_extra="",
-                 server_extra="", read_timeout="10s", registry_line=None):
+                 server_extra="", read_timeout="10s", registry_line=None, daemon=False):
         self.procs = procs
+        self.daemon = daemon
+        self.daemon_pids = []  # masters started with `daemon on` (binary upgrade needs it): stopped by pid
         self.prefix = os.path.join(workdir, "nginx")
         self.port = mp.free_port()
         self.proc = None
@@ -161,7 +184,7 @@ class Nginx:
         module = mp.program("ngx_http_tunnel_module.so")
         self.env = sanitizer_env(module)
         self.write_conf(CONF_TEMPLATE.format(
-            module=module, workers=workers, prefix=self.prefix,
+            module=module, daemon="on" if daemon else "off", workers=workers, prefix=self.prefix,
             registry_line=registry_line, http_extra=http_extra, upstream_body=upstream_body, port=self.port,
             read_timeout=read_timeout, server_extra=server_extra))
 
@@ -175,7 +198,19 @@ class Nginx:
                            capture_output=True, text=True, timeout=60, env={**os.environ, **self.env})
         return p.returncode, p.stdout + p.stderr
 
+    def pid_file(self, suffix=""):
+        return os.path.join(self.prefix, "logs", "nginx.pid" + suffix)
+
+    def read_pid(self, suffix=""):
+        with open(self.pid_file(suffix)) as f:
+            return int(f.read().strip())
+
+    def master_pid(self):
+        return self.read_pid() if self.daemon else self.proc.pid
+
     def start(self):
+        if self.daemon:
+            return self._start_daemon()
         self.proc = self.procs.start([NGINX, "-p", self.prefix, "-c", "conf/nginx.conf", "-e", "stderr"],
                                      name="nginx", env=self.env)
         mp.wait_until(lambda: self.proc.poll() is not None or mp.port_open(self.port), timeout=15,
@@ -185,20 +220,45 @@ class Nginx:
         mp.wait_until(lambda: len(self.worker_pids()) > 0, timeout=15, what="nginx workers")
         return self
 
+    def _start_daemon(self):
+        p = subprocess.run([NGINX, "-p", self.prefix, "-c", "conf/nginx.conf", "-e", "stderr"],
+                           capture_output=True, text=True, timeout=60, env={**os.environ, **self.env})
+        assert p.returncode == 0, p.stdout + p.stderr
+        mp.wait_until(lambda: os.path.exists(self.pid_file()), timeout=15, what="nginx pid file")
+        self.daemon_pids.append(self.read_pid())
+        mp.wait_until(lambda: mp.port_open(self.port) and self.worker_pids(), timeout=15,
+                      what="nginx listening with workers")
+        return self
+
+    def binary_upgrade(self):
+        """USR2 (start a new master from the binary on disk, inheriting the listeners), then QUIT the old one."""
+        old = self.read_pid()
+        os.kill(old, signal.SIGUSR2)
+        mp.wait_until(lambda: os.path.exists(self.pid_file(".oldbin")) and os.path.exists(self.pid_file())
+                      and self.read_pid() != old, timeout=15, what="new nginx master")
+        new = self.read_pid()
+        self.daemon_pids.append(new)
+        mp.wait_until(lambda: subprocess.run(["pgrep", "-P", str(new)], capture_output=True).returncode == 0,
+                      timeout=15, what="workers of the new master")
+        _stop_pid(old)
+        return old, new
+
     def worker_pids(self):
-        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout
+        out = subprocess.run(["pgrep", "-P", str(self.master_pid())], capture_output=True, text=True).stdout
         return sorted(int(x) for x in out.split())
 
     def reload(self):
         """SIGHUP to the master; returns once a fresh set of workers replaced the old ones."""
         old = set(self.worker_pids())
-        os.kill(self.proc.pid, signal.SIGHUP)
+        os.kill(self.master_pid(), signal.SIGHUP)
         mp.wait_until(lambda: (set(self.worker_pids()) - old) and not (set(self.worker_pids()) & old),
                       timeout=30, what="new nginx workers after reload")
 
     def stop(self):
         if self.proc is not None:
             self.procs.stop(self.proc, sig=signal.SIGQUIT, timeout=15)
+        for pid in self.daemon_pids:
+            _stop_pid(pid)
 
     def output(self):
         return mp.Processes.log_text(self.proc) if self.proc else ""

@@ -49,3 +49,16 @@ def test_registry_the_workers_cannot_open_answers_500(env):
     finally:
         os.chmod(env.registry.path, 0o2750)
     mp.wait_until(lambda: nginx.status("/web1/metrics") == 200, timeout=10, what="registry readable again")
+
+
+def test_registry_replaced_by_a_new_one_is_reopened(env):
+    env.target("web1")
+    nginx = env.nginx(workers=2).start()
+    assert nginx.status("/web1/metrics") == 200
+
+    old = env.registry.path + ".old"
+    os.rename(env.registry.path, old)  # the workers still have the old files open
+    env.target("web2")                 # a brand-new registry at the same path
+    mp.wait_until(lambda: nginx.status("/web2/metrics") == 200 and nginx.status("/web1/metrics") == 404,
+                  timeout=10, what="the new registry served")
+    assert "was replaced, reopening it" in nginx.error_log()

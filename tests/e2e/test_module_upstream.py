@@ -140,3 +140,28 @@ def test_reload_under_load_fails_no_request(env):
     workers = set(nginx.worker_pids())
     h.mp.wait_until(lambda: h.readers(env.registry.path) <= workers, timeout=15,
                     what="no reader slots of exited workers")
+
+
+def test_binary_upgrade_under_load_fails_no_request(env):
+    env.target("web1")
+    nginx = env.nginx(workers=2, daemon=True).start()  # USR2 is ignored by a master started with daemon off
+    results, stop = [], threading.Event()
+    threads = [threading.Thread(target=_hammer, args=(nginx, ["/web1/metrics"], results, stop, 2000))
+               for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        h.mp.wait_until(lambda: len(results) >= 30, timeout=30, what="requests before the upgrade")
+        old, new = nginx.binary_upgrade()
+        before = len(results)
+        h.mp.wait_until(lambda: len(results) >= before + 30, timeout=30, what="requests after the upgrade")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+    failures = [r for r in results if r != 200]
+    assert not failures, failures[:10]
+    workers = set(nginx.worker_pids())
+    assert workers
+    h.mp.wait_until(lambda: h.readers(env.registry.path) <= workers, timeout=15,
+                    what="reader slots of the new master's workers only")
