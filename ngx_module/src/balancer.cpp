@@ -124,6 +124,10 @@ ngx_int_t set_reply(ngx_http_request_t* r, RequestCtx* ctx) {
     ctx->reply.len = body.size();
     // nginx's 500 path turns keepalive off; the filter restores it for requests without a body to discard.
     ctx->keepalive = r->keepalive;
+    // The texts are the contract with Prometheus and operators: an `error_page 500 ...` (common in server
+    // blocks) must not swap them for a page about an error that did not happen. nginx skips error_page for a
+    // request already marked as serving one.
+    r->error_page = 1;
     const std::string name = printable_name(view(ctx->name));
     ngx_log_error(NGX_LOG_INFO, r->connection->log, 0, "tunnel: %*s for \"%*s\"",
                   outcome_label(ctx->outcome).size(), outcome_label(ctx->outcome).data(), name.size(),

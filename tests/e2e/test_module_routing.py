@@ -97,3 +97,26 @@ def test_own_answers_keep_the_client_connection(env):
         assert statuses == [404, 400, 200, 404]
     finally:
         conn.close()
+
+
+def test_error_page_for_500_does_not_hide_our_answers(env):
+    env.target("web1")
+    nginx = env.nginx(server_extra="        error_page 500 502 503 504 /50x.html;\n"
+                                   "        location = /50x.html { return 200 'generic error page'; }").start()
+    assert nginx.get("/nope/metrics")[:2] == (404, 'unknown target "nope"\n')
+    assert nginx.status("/web1/metrics") == 200
+
+
+def test_head_requests_get_our_status_without_a_body(env):
+    env.target("web1")
+    nginx = env.nginx().start()
+    conn = h.http.client.HTTPConnection("127.0.0.1", nginx.port, timeout=10)
+    try:
+        conn.request("HEAD", "/nope/metrics")
+        resp = conn.getresponse()
+        assert resp.status == 404 and resp.read() == b""
+        assert resp.getheader("Content-Length") == str(len('unknown target "nope"\n'))
+        conn.request("GET", "/web1/metrics")  # the connection is still usable
+        assert conn.getresponse().status == 200
+    finally:
+        conn.close()
