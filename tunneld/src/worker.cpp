@@ -242,8 +242,10 @@ void Worker::check_session(Session& s) {
     if (!s.shell_refusals.empty()) answer_shell_refusals(s);
     int status = ssh_get_status(s.ssh);
     if (status & SSH_CLOSED_ERROR) {
-        const char* err = ssh_get_error(s.ssh);
-        close_session(s, std::string("connection lost") + (err && *err ? std::string(": ") + err : ""));
+        std::string err = ssh_get_error(s.ssh) ? ssh_get_error(s.ssh) : "";
+        // libssh reports a peer's orderly TCP close as the error "Socket error: disconnected".
+        if (err.find("disconnected") != std::string::npos) close_session(s, "client closed the connection");
+        else close_session(s, "connection lost" + (err.empty() ? std::string() : ": " + err));
     } else if (status & SSH_CLOSED) {
         close_session(s, "client disconnected");
     }
