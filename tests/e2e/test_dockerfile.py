@@ -1,0 +1,197 @@
+"""docker/Dockerfile and docker/entrypoint checked without a Docker engine: the packages the image installs exist in
+Debian bookworm, the runtime packages provide every library the built programs need, every file the Dockerfile
+copies exists, the image declares its ports, volumes and health check, and the scripts pass bash -n and
+shellcheck."""
+import os
+import re
+import shlex
+import shutil
+import subprocess
+
+import pytest
+
+import mp
+
+DOCKER_DIR = os.path.abspath(os.path.join(mp.SOURCE_DIR, "docker"))
+DOCKERFILE = os.path.join(DOCKER_DIR, "Dockerfile")
+INSTALL_DEPS = os.path.join(DOCKER_DIR, "install-deps.sh")
+ENTRYPOINT = os.path.join(DOCKER_DIR, "entrypoint")
+
+
+def dockerfile_instructions():
+    """[(stage index, INSTRUCTION, arguments)] with continuation lines joined and comments dropped."""
+    text = open(DOCKERFILE).read()
+    joined = re.sub(r"\\\n", " ", "\n".join(line for line in text.splitlines()
+                                            if not line.lstrip().startswith("#")))
+    out, stage = [], -1
+    for line in joined.splitlines():
+        if not line.strip():
+            continue
+        word, _, rest = line.strip().partition(" ")
+        word = word.upper()
+        if word == "FROM":
+            stage += 1
+        out.append((stage, word, rest.strip()))
+    return out
+
+
+def install_deps_lists():
+    """The packages `install-deps.sh MODE` installs, found by running the script itself with dpkg-query and
+    apt-get replaced by stubs: every package looks missing and apt-get prints what it was asked to install."""
+    stubs = mp.make_workdir("mp-install-deps-")
+    try:
+        with open(os.path.join(stubs, "dpkg-query"), "w") as f:
+            f.write("#!/bin/sh\nexit 1\n")
+        with open(os.path.join(stubs, "apt-get"), "w") as f:
+            f.write('#!/bin/sh\n[ "$1" = install ] && shift && for a; do case $a in -*) ;; *) echo "$a";; esac; done\n'
+                    "exit 0\n")
+        for stub in ("dpkg-query", "apt-get"):
+            os.chmod(os.path.join(stubs, stub), 0o755)
+        env = dict(os.environ, PATH=stubs + ":" + os.environ["PATH"])
+        lists = {}
+        for mode in ("build", "test", "runtime"):
+            out = subprocess.run(["bash", INSTALL_DEPS, mode], env=env, check=True, capture_output=True,
+                                 text=True).stdout
+            lists[mode] = out.split()
+    finally:
+        mp.remove_workdir(stubs)
+    assert all(lists.values()), lists
+    return lists
+
+
+def dockerfile_packages():
+    """{stage: [package]} for every package the Dockerfile installs, through install-deps.sh MODE or apt-get."""
+    lists = install_deps_lists()
+    per_stage = {}
+    for stage, word, rest in dockerfile_instructions():
+        if word != "RUN":
+            continue
+        for mode in re.findall(r"install-deps\.sh\s+(\w+)", rest):
+            assert mode in lists, f"unknown install-deps.sh mode {mode}"
+            per_stage.setdefault(stage, []).extend(lists[mode])
+        for cmd in re.split(r"&&|;|\|\|", rest):
+            words = shlex.split(cmd)
+            if words[:2] == ["apt-get", "install"] or words[:2] == ["apt", "install"]:
+                per_stage.setdefault(stage, []).extend(w for w in words[2:] if not w.startswith("-"))
+    return per_stage
+
+
+def ensure_apt_lists():
+    if not any("Packages" in f for f in os.listdir("/var/lib/apt/lists")):
+        subprocess.run(["apt-get", "update", "-qq"], check=True)
+
+
+def test_the_dockerfile_is_a_bookworm_builder_and_a_bookworm_slim_runtime():
+    froms = [rest for _, word, rest in dockerfile_instructions() if word == "FROM"]
+    assert froms == ["debian:bookworm AS build", "debian:bookworm-slim"]
+    packages = dockerfile_packages()
+    lists = install_deps_lists()
+    assert packages[0] == lists["build"]
+    assert packages[1] == lists["runtime"], "the runtime stage installs only the runtime list"
+    for compiler in ("g++", "cmake", "nginx-dev", "libssh-dev"):
+        assert compiler not in packages[1]
+
+
+def test_every_package_the_image_installs_exists_in_bookworm():
+    with open("/etc/os-release") as f:
+        assert "VERSION_CODENAME=bookworm" in f.read(), "apt-cache must answer for Debian bookworm"
+    ensure_apt_lists()
+    packages = sorted({p for pkgs in dockerfile_packages().values() for p in pkgs})
+    policy = subprocess.run(["apt-cache", "policy", *packages], capture_output=True, text=True).stdout
+    blocks = {m.group(1): m.group(2) for m in re.finditer(r"^(\S+):\n((?:[ \t].*\n?)*)", policy, re.M)}
+    missing = {}
+    for pkg in packages:
+        block = blocks.get(pkg, "")
+        candidate = re.search(r"Candidate: (\S+)", block)
+        if not candidate or candidate.group(1) == "(none)" or " bookworm" not in block:
+            missing[pkg] = block.strip() or "(apt-cache knows nothing)"
+    assert not missing, missing
+
+
+def test_the_runtime_packages_provide_every_library_of_the_built_programs():
+    """Each shared library tunneld, tunnelctl and the module link to comes from a package the runtime stage
+    installs, or one they (or apt, present in every Debian image) depend on."""
+    ensure_apt_lists()
+    runtime = install_deps_lists()["runtime"]
+    closure = set(subprocess.run(
+        ["apt-cache", "depends", "--recurse", "--no-recommends", "--no-suggests", "--no-conflicts", "--no-breaks",
+         "--no-replaces", "--no-enhances", "--no-pre-depends", *runtime, "apt"],
+        check=True, capture_output=True, text=True).stdout.split())
+    closure = {w.split(":")[0] for w in closure if not w.endswith(":") and not w.startswith("<")}
+    unprovided = {}
+    for name in ("tunneld/src/tunneld", "tunneld/tunnelctl/tunnelctl", "ngx_module/ngx_http_tunnel_module.so"):
+        binary = os.path.join(mp.BUILD_DIR, name)
+        dynamic = subprocess.run(["readelf", "-d", binary], check=True, capture_output=True, text=True).stdout
+        for lib in re.findall(r"\(NEEDED\).*\[(.+)\]", dynamic):
+            path = subprocess.run(["bash", "-c", f"ldconfig -p | awk '$1 == \"{lib}\" {{print $NF; exit}}'"],
+                                  capture_output=True, text=True).stdout.strip()
+            owner = ""
+            for candidate in (path, os.path.realpath(path)) if path else (lib,):  # dpkg knows pre-usrmerge paths
+                owner = subprocess.run(["dpkg", "-S", candidate], capture_output=True,
+                                       text=True).stdout.split(":")[0]
+                if owner:
+                    break
+            if owner not in closure:
+                unprovided[f"{name}: {lib}"] = owner or "no package"
+    assert not unprovided, unprovided
+
+
+def test_every_file_the_dockerfile_copies_exists():
+    build_outputs = {  # what the builder stage's RUN produces: CMake's outputs, and one file it writes itself
+        "/build/tunneld/src/tunneld": True, "/build/tunneld/tunnelctl/tunnelctl": True,
+        "/build/ngx_module/ngx_http_tunnel_module.so": True, "/build/nginx-version": False,
+    }
+    for _, word, rest in dockerfile_instructions():
+        if word != "COPY":
+            continue
+        args = shlex.split(rest)
+        from_build = any(a.startswith("--from=") for a in args)
+        sources = [a for a in args if not a.startswith("--")][:-1]
+        for src in sources:
+            if from_build:
+                assert src in build_outputs, f"COPY --from=build {src}: not a known build output"
+                if build_outputs[src]:  # the path the Dockerfile names is where CMake puts it
+                    built = os.path.join(mp.BUILD_DIR, os.path.relpath(src, "/build"))
+                    assert os.path.exists(built), f"COPY --from=build {src}: CMake builds no {built}"
+            else:
+                assert os.path.exists(os.path.join(mp.SOURCE_DIR, src)), f"COPY {src}: not in the repository"
+
+
+def test_the_image_declares_ports_volumes_health_check_and_entrypoint():
+    instructions = dockerfile_instructions()
+    runtime = {}
+    for stage, word, rest in instructions:
+        if stage == 1:
+            runtime.setdefault(word, []).append(rest)
+    assert runtime["EXPOSE"] == ["22 80"]
+    volumes = " ".join(runtime["VOLUME"])
+    assert "/etc/ssh" in volumes and "/var/lib/monitoring-proxy" in volumes
+    assert "monitoring-proxy-entrypoint" in runtime["HEALTHCHECK"][0] and "healthcheck" in runtime["HEALTHCHECK"][0]
+    assert runtime["ENTRYPOINT"] == ['["/usr/local/bin/monitoring-proxy-entrypoint"]']
+    copies = " ".join(runtime["COPY"])
+    assert "docker/entrypoint /usr/local/bin/monitoring-proxy-entrypoint" in copies
+    # The entrypoint's defaults are where the Dockerfile puts things.
+    entry = open(ENTRYPOINT).read()
+    assert "MP_NGINX_MODULE:-/usr/lib/nginx/modules/ngx_http_tunnel_module.so" in entry
+    assert "/usr/lib/nginx/modules/" in copies
+    assert "MP_SHARE_DIR:-$MP_ROOT/usr/share/monitoring-proxy" in entry
+    assert "/usr/share/monitoring-proxy/" in copies
+    assert "/usr/local/bin/" in copies and "MP_TUNNELD:-tunneld" in entry
+
+
+def test_the_dockerignore_keeps_build_trees_out_of_the_context():
+    ignored = open(os.path.join(DOCKER_DIR, "Dockerfile.dockerignore")).read().split()
+    assert {".git", "build", "build-*"} <= set(ignored)
+
+
+def test_the_shell_scripts_parse():
+    for script in (ENTRYPOINT,):
+        result = subprocess.run(["bash", "-n", script], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        assert os.access(script, os.X_OK), f"{script} is not executable"
+
+
+@pytest.mark.skipif(not shutil.which("shellcheck"), reason="shellcheck is not installed")
+def test_the_shell_scripts_pass_shellcheck():
+    result = subprocess.run(["shellcheck", "--severity=style", ENTRYPOINT], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout

@@ -1,0 +1,243 @@
+"""docker/entrypoint against a temporary root, with the real tunneld, tunnelctl, nginx + module and OpenSSH: the
+original image's contract (shared key, targets file, host keys, hand-written locations) and the supervision of
+tunneld and nginx."""
+import os
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+
+import mp
+from entrypoint_harness import (ENTRYPOINT, Root, fingerprint, http_get, keygen, log_lines, pid_running, ssh_reverse,
+                                start_exporter)
+
+METRICS = "node_load1 0.25\n"
+
+
+@pytest.fixture
+def root(workdir):
+    r = Root(workdir)
+    yield r
+    r.kill_leftovers()
+
+
+def exit_within(p, seconds):
+    """Exit status of p, which must end within seconds."""
+    try:
+        return p.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"pid {p.pid} still runs after {seconds}s")
+
+
+def serve_one_target(procs, workdir, root, key, name="web1", known_hosts=None):
+    """Declares `name` on a fixed port through the targets file, starts the stack and an exporter, opens the
+    tunnel with `ssh -R PORT:...` like a host of the original image, and waits until /name/metrics answers."""
+    port = mp.free_port()
+    root.port_range = f"{port}-{port}"
+    root.write("etc/monitoring/targets", f"# original image format\nlocalhost:{port} {name}\n")
+    entry = root.start(procs, env={"MONITORING_PROXY_PUBLIC_KEY": open(key + ".pub").read()})
+    exporter = start_exporter(procs, workdir, METRICS)
+    client = ssh_reverse(procs, root, key, f"{port}:127.0.0.1:{exporter}", known_hosts=known_hosts)
+    mp.wait_until(lambda: http_get(root.http_port, f"/{name}/metrics") == (200, METRICS),
+                  timeout=15, what=f"/{name}/metrics through the tunnel")
+    return entry, client
+
+
+def test_shared_key_and_targets_file_serve_a_host(procs, workdir, root):
+    key = os.path.join(workdir, "host_key")
+    keygen(key)
+    entry, client = serve_one_target(procs, workdir, root, key)
+    assert root.live_targets() == ["web1"]
+    log = procs.log_text(entry)
+    assert log_lines(log, r"authorized keys: MONITORING_PROXY_PUBLIC_KEY .*" + re.escape(fingerprint(key + ".pub")))
+    assert log_lines(log, r"imported .*/etc/monitoring/targets")
+
+
+def test_the_logged_host_key_is_the_one_clients_see(procs, workdir, root):
+    key = os.path.join(workdir, "host_key")
+    keygen(key)
+    assert not os.listdir(root.path("etc/ssh"))  # the entrypoint generates the host key
+    prepared = root.run("prepare")
+    assert prepared.returncode == 0, prepared.stderr
+    public = [line.split(": ", 2)[2] for line in log_lines(prepared.stderr, r"host key .*: ssh-ed25519 ")]
+    assert len(public) == 1
+    known_hosts = root.write("known_hosts", f"[127.0.0.1]:{root.ssh_port} {public[0]}\n")
+    # StrictHostKeyChecking=yes: the tunnel only comes up when tunneld presents exactly the logged key.
+    serve_one_target(procs, workdir, root, key, known_hosts=known_hosts)
+
+
+def test_a_key_not_given_to_the_container_is_refused(procs, workdir, root):
+    shared, stranger = os.path.join(workdir, "shared"), os.path.join(workdir, "stranger")
+    keygen(shared)
+    keygen(stranger)
+    port = mp.free_port()
+    root.port_range = f"{port}-{port}"
+    root.write("etc/monitoring/targets", f"localhost:{port} web1\n")
+    root.start(procs, env={"MONITORING_PROXY_PUBLIC_KEY": open(shared + ".pub").read()})
+    client = ssh_reverse(procs, root, stranger, f"{port}:127.0.0.1:9")
+    assert exit_within(client, 15) == 255
+    assert "Permission denied" in procs.log_text(client)
+    assert root.live_targets() == []
+
+
+def test_host_key_generated_once_then_kept_and_logged_every_start(root):
+    first = root.run("prepare")
+    assert first.returncode == 0, first.stderr
+    keys = sorted(f for f in os.listdir(root.path("etc/ssh")) if f.startswith("ssh_host_"))
+    assert keys == ["ssh_host_ed25519_key", "ssh_host_ed25519_key.pub"]
+    assert os.stat(root.path("etc/ssh/ssh_host_ed25519_key")).st_mode & 0o777 == 0o600
+    fp = fingerprint(root.path("etc/ssh/ssh_host_ed25519_key.pub"))
+    assert log_lines(first.stderr, r"generated .*ssh_host_ed25519_key")
+    assert log_lines(first.stderr, "host key .*ssh_host_ed25519_key: 256 " + re.escape(fp))
+
+    second = root.run("prepare")
+    assert second.returncode == 0, second.stderr
+    assert not log_lines(second.stderr, "generated")
+    assert log_lines(second.stderr, "host key .*ssh_host_ed25519_key: 256 " + re.escape(fp))
+    assert sorted(f for f in os.listdir(root.path("etc/ssh")) if f.startswith("ssh_host_")) == keys
+
+
+def test_an_existing_host_key_of_another_type_is_used_and_no_key_added(root):
+    existing = root.path("etc/ssh/ssh_host_ecdsa_key")
+    keygen(existing, "ecdsa")
+    os.remove(existing + ".pub")  # operators sometimes mount only the private key
+    result = root.run("prepare")
+    assert result.returncode == 0, result.stderr
+    assert sorted(os.listdir(root.path("etc/ssh"))) == ["ssh_host_ecdsa_key"]
+    derived = subprocess.run(["ssh-keygen", "-l", "-f", existing], capture_output=True, text=True).stdout.split()[1]
+    assert log_lines(result.stderr, "host key .*ssh_host_ecdsa_key: .*" + re.escape(derived))
+    assert not log_lines(result.stderr, "generated")
+
+
+def test_targets_file_is_imported_at_every_start(root):
+    root.write("etc/monitoring/targets", "localhost:20001 external-host-1\nlocalhost:20002 external-host-2\n")
+    assert root.run("prepare").returncode == 0
+    shown = root.tunnelctl("show", "external-host-2")
+    assert "20002" in shown
+    root.write("etc/monitoring/targets", "localhost:20001 external-host-1\n")
+    result = root.run("prepare")
+    assert result.returncode == 0, result.stderr
+    assert "external-host-1" in root.tunnelctl("ls")
+    assert "external-host-2" not in root.tunnelctl("ls")
+
+
+def test_a_bad_targets_file_stops_the_start_naming_the_line(root):
+    root.write("etc/monitoring/targets", "localhost:20001 web1\nthis is not a target line\n")
+    result = root.run("prepare")
+    assert result.returncode == 1
+    assert "targets:2" in result.stderr
+    assert "nothing was started" in result.stderr
+
+
+def test_a_public_key_that_is_not_one_is_refused_clearly(root):
+    result = root.run("prepare", env={"MONITORING_PROXY_PUBLIC_KEY": "ssh-ed25519 not-base64"})
+    assert result.returncode == 1
+    assert "MONITORING_PROXY_PUBLIC_KEY is not an OpenSSH public key" in result.stderr
+    two = root.run("prepare", env={"MONITORING_PROXY_PUBLIC_KEY": "ssh-ed25519 AAAA a\nssh-ed25519 AAAA b"})
+    assert two.returncode == 1 and "several lines" in two.stderr
+
+
+def test_authorized_keys_file_and_shared_key_are_both_accepted(root, workdir):
+    a, b = os.path.join(workdir, "a"), os.path.join(workdir, "b")
+    keygen(a)
+    keygen(b)
+    root.write("etc/monitoring-proxy/authorized_keys", open(a + ".pub").read(), mode=0o444)
+    for _ in range(2):  # the shared key is never appended twice, the read-only file never touched
+        result = root.run("prepare", env={"MONITORING_PROXY_PUBLIC_KEY": open(b + ".pub").read()})
+        assert result.returncode == 0, result.stderr
+    combined = open(os.path.join(root.run_dir, "authorized_keys")).read()
+    assert [line for line in combined.splitlines() if line.strip()] == [
+        open(a + ".pub").read().strip(), open(b + ".pub").read().strip()]
+    assert os.stat(os.path.join(root.run_dir, "authorized_keys")).st_mode & 0o777 == 0o600
+
+
+def test_hand_written_locations_work_beside_the_module_routing(procs, workdir, root):
+    exporter = start_exporter(procs, workdir, METRICS)
+    root.write("etc/nginx/conf.d/monitoring-proxy.conf", f"""
+location /external-host-1/ {{
+    proxy_pass http://127.0.0.1:{exporter}/;
+    proxy_set_header Host $host;
+    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+}}
+location = /hand-written {{ return 200 "hand-written\\n"; }}
+""")
+    entry = root.start(procs)
+    assert http_get(root.http_port, "/external-host-1/metrics") == (200, METRICS)
+    assert http_get(root.http_port, "/hand-written") == (200, "hand-written\n")
+    status, body = http_get(root.http_port, "/no-such-host/metrics")
+    assert status == 404 and "unknown target" in body  # the module, not nginx's default 404
+    assert log_lines(procs.log_text(entry), "including your locations from .*monitoring-proxy.conf")
+
+
+def test_without_hand_written_locations_only_the_module_routes(procs, root):
+    root.start(procs)
+    status, body = http_get(root.http_port, "/web1/metrics")
+    assert status == 404 and 'unknown target "web1"' in body
+
+
+def test_tunneld_dying_stops_nginx_and_exits_non_zero(procs, root):
+    entry = root.start(procs)
+    tunneld, nginx = root.daemon_pid("tunneld"), root.daemon_pid("nginx")
+    os.kill(tunneld, signal.SIGKILL)
+    assert exit_within(entry, 10) == 1
+    log = procs.log_text(entry)
+    assert log_lines(log, rf"tunneld \(pid {tunneld}\) was killed by signal KILL; stopping nginx")
+    assert not pid_running(nginx)
+    assert not mp.port_open(root.http_port)
+
+
+def test_nginx_dying_stops_tunneld_and_leaves_no_worker(procs, root):
+    entry = root.start(procs)
+    tunneld, nginx = root.daemon_pid("tunneld"), root.daemon_pid("nginx")
+    os.kill(nginx, signal.SIGKILL)  # its workers survive a killed master unless someone stops them
+    assert exit_within(entry, 10) == 1
+    log = procs.log_text(entry)
+    assert log_lines(log, rf"nginx \(pid {nginx}\) was killed by signal KILL; stopping tunneld")
+    assert not pid_running(tunneld)
+    assert not mp.port_open(root.http_port)
+    assert not mp.port_open(root.ssh_port)
+
+
+def test_a_daemon_exiting_with_an_error_is_reported_with_its_status(procs, root):
+    # tunneld refuses a port range it cannot parse: the entrypoint must say which daemon stopped and how.
+    p = procs.start([ENTRYPOINT], name="entrypoint", env=root.env(MP_PORT_RANGE="30000-20000"))
+    assert exit_within(p, 15) == 1
+    log = procs.log_text(p)
+    assert log_lines(log, r"tunneld \(pid \d+\) exited with status [1-9]\d*; stopping nginx")
+    assert "--port-range" in log  # tunneld's own explanation is in the same log
+
+
+def test_sigterm_stops_both_cleanly_and_the_registry_forgets_the_tunnel(procs, workdir, root):
+    key = os.path.join(workdir, "host_key")
+    keygen(key)
+    entry, _client = serve_one_target(procs, workdir, root, key)
+    tunneld, nginx = root.daemon_pid("tunneld"), root.daemon_pid("nginx")
+    started = time.monotonic()
+    os.kill(entry.pid, signal.SIGTERM)
+    assert exit_within(entry, 5) == 0
+    assert time.monotonic() - started < 5
+    assert not pid_running(tunneld) and not pid_running(nginx)
+    assert not mp.port_open(root.http_port) and not mp.port_open(root.ssh_port)
+    assert root.live_targets() == []
+    log = procs.log_text(entry)
+    assert log_lines(log, "SIGTERM: stopping tunneld and nginx") and log_lines(log, "stopped$")
+    assert not log_lines(log, "SIGKILL")
+
+
+def test_healthcheck_reports_both_daemons(procs, root):
+    entry = root.start(procs)
+    healthy = root.run("healthcheck")
+    assert healthy.returncode == 0, healthy.stderr
+    os.kill(entry.pid, signal.SIGTERM)
+    assert exit_within(entry, 5) == 0
+    unhealthy = root.run("healthcheck")
+    assert unhealthy.returncode == 1
+    assert "unhealthy" in unhealthy.stderr
+
+
+def test_other_commands_run_in_place_of_the_daemons(root):
+    result = root.run("sh", "-c", "echo $MONITORING_PROXY_REGISTRY")
+    assert result.returncode == 0
+    assert result.stdout.strip() == root.registry
