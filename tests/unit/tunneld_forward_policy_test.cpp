@@ -115,6 +115,11 @@ TEST_CASE("--allow-undeclared self-registers new names for authorized_keys keys"
     CHECK(d.self_register);
     CHECK(w.decide("newhost", 80, key_a()).reason == "not_bound");
     CHECK(w.decide("Bad_Name", 80, shared_key()).reason == "invalid_name");
+    // A shared key that already self-registered a name (so is bound to it) may still register more.
+    auto k = shared_key();
+    k.bound_targets = {"first"};
+    CHECK(w.decide("second", 80, k).self_register);
+    CHECK(w.decide("shared", 80, k).allowed);
 }
 
 TEST_CASE("fixed port outside the range is refused", "[tunneld][forward_policy]") {

@@ -25,14 +25,10 @@ ForwardDecision decide_declared(const std::string& name, const monitoring_proxy:
         d.takeover_attempt = true;
         return d;
     }
-    if (fps.empty()) {
-        // A key bound to targets may serve only those; unbound targets are for authorized_keys keys.
-        if (!key.bound_targets.empty()) {
-            return refuse("not_bound", "this key may serve only its bound targets, not \"" + name + "\"");
-        }
-        if (!key.from_authorized_keys) {
-            return refuse("not_bound", "target \"" + name + "\" has no bound key and this key is not in authorized_keys");
-        }
+    if (fps.empty() && !key.from_authorized_keys) {
+        // A key known only through the registry may serve only the targets bound to it; unbound targets are the
+        // shared-key model of authorized_keys keys (which keep that power even after self-registering a name).
+        return refuse("not_bound", "this key may serve only its bound targets, not \"" + name + "\"");
     }
     if (record.fixed_port != 0 && !range.contains(record.fixed_port)) {
         return refuse("port_range", "target \"" + name + "\" has fixed port " + std::to_string(record.fixed_port) +
@@ -85,11 +81,9 @@ ForwardDecision decide_forward(const ForwardRequest& request, const KeyGrant& ke
         if (!config.allow_undeclared) {
             return refuse("undeclared", "target \"" + name + "\" is not declared (tunnelctl add " + name + ")");
         }
-        if (!key.bound_targets.empty()) {
-            return refuse("not_bound", "this key may serve only its bound targets, not the new name \"" + name + "\"");
-        }
         if (!key.from_authorized_keys) {
-            return refuse("undeclared", "target \"" + name + "\" is not declared");
+            return refuse("not_bound", "only authorized_keys keys may declare new names; this key may serve only its "
+                                       "bound targets, not \"" + name + "\"");
         }
         ForwardDecision d;
         d.allowed = true;
