@@ -80,9 +80,16 @@ int Worker::handle_message(Session& s, ssh_message msg) {
                     return handle_tcpip_forward(s, msg);
                 case SSH_GLOBAL_REQUEST_CANCEL_TCPIP_FORWARD:
                     return handle_cancel_forward(s, msg);
+                case SSH_GLOBAL_REQUEST_KEEPALIVE:
+                    return 1;  // answered with failure like OpenSSH's sshd does: any answer proves liveness
                 default:
-                    // keepalive@openssh.com is answered with failure like OpenSSH's sshd does (any answer proves
-                    // liveness); streamlocal-forward@openssh.com and others are refused.
+                    // Requests libssh parses but tunneld does not serve. Requests libssh does not know at all
+                    // (streamlocal-forward@openssh.com for -R /path:...) are refused by libssh itself before any
+                    // callback, so they are not logged here.
+                    ctx_.counters.add("global_requests_refused_total");
+                    log_line("global request refused client=" + s.client + " fingerprint=" + s.fingerprint +
+                             " reason=\"unsupported request (only tcpip-forward and cancel-tcpip-forward; "
+                             "streamlocal forwards are refused)\"");
                     return 1;
             }
         default:
