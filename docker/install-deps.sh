@@ -19,6 +19,7 @@ test=(
   dropbear-bin putty-tools autossh
   prometheus prometheus-node-exporter
   curl wrk procps iproute2 psmisc
+  clang libclang-rt-14-dev   # libFuzzer targets (tests/fuzz)
   python3 python3-pytest
 )
 
