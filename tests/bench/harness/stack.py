@@ -171,7 +171,8 @@ class Stack:
         d = os.path.join(self.workdir, "sshd")
         os.makedirs(d, exist_ok=True)
         host_key = os.path.join(d, "ssh_host_ed25519_key")
-        _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", host_key])
+        if not os.path.exists(host_key):
+            _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", host_key])
         config = os.path.join(d, "sshd_config")
         with open(config, "w") as f:
             f.write(f"HostKey {host_key}\nListenAddress 127.0.0.1\nAuthorizedKeysFile {self.authorized_keys}\n"
