@@ -316,3 +316,48 @@ def test_sighup_rereads_the_authorized_keys(procs, workdir, root):
     mp.wait_until(lambda: http_get(root.http_port, "/web1/metrics") == (200, METRICS), timeout=15,
                   what="the tunnel of the key added by SIGHUP")
     assert entry.poll() is None
+
+
+def test_a_new_host_registers_itself_with_the_shared_key_when_allowed(procs, workdir, root):
+    key = os.path.join(workdir, "host_key")
+    keygen(key)
+    root.start(procs, env={"MONITORING_PROXY_PUBLIC_KEY": open(key + ".pub").read(), "MP_ALLOW_UNDECLARED": "yes"})
+    exporter = start_exporter(procs, workdir, METRICS)
+    ssh_reverse(procs, root, key, f"new-host:80:127.0.0.1:{exporter}")
+    mp.wait_until(lambda: http_get(root.http_port, "/new-host/metrics") == (200, METRICS), timeout=15,
+                  what="/new-host/metrics of a self-registered host")
+    assert root.live_targets() == ["new-host"]
+
+
+def test_undeclared_names_are_refused_by_default(procs, workdir, root):
+    key = os.path.join(workdir, "host_key")
+    keygen(key)
+    root.start(procs, env={"MONITORING_PROXY_PUBLIC_KEY": open(key + ".pub").read()})
+    client = ssh_reverse(procs, root, key, "new-host:80:127.0.0.1:9")
+    assert exit_within(client, 15) == 255
+    assert "remote port forwarding failed" in procs.log_text(client)
+    assert root.live_targets() == []
+
+
+def test_an_original_image_setup_works_unchanged(procs, workdir, root):
+    """Targets file, hand-written block and host command exactly as the original image's users have them."""
+    key = os.path.join(workdir, "monitoring_key")
+    keygen(key)
+    port = mp.free_port()
+    root.port_range = f"{port}-{port}"
+    root.write("etc/monitoring/targets", f"localhost:{port} external-host-1\n")
+    root.write("etc/nginx/conf.d/monitoring-proxy.conf", f"""
+location /external-host-1/ {{
+    proxy_pass http://localhost:{port}/;
+    proxy_set_header Host $host;
+    proxy_set_header X-Real-IP $remote_addr;
+    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+    proxy_set_header X-Forwarded-Proto $scheme;
+}}
+""")
+    root.start(procs, env={"MONITORING_PROXY_PUBLIC_KEY": open(key + ".pub").read()})
+    exporter = start_exporter(procs, workdir, METRICS)
+    ssh_reverse(procs, root, key, f"{port}:localhost:{exporter}")
+    mp.wait_until(lambda: http_get(root.http_port, "/external-host-1/metrics") == (200, METRICS), timeout=15,
+                  what="the original setup's /external-host-1/metrics")
+    assert root.live_targets() == ["external-host-1"]
