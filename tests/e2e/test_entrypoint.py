@@ -10,8 +10,8 @@ import time
 import pytest
 
 import mp
-from entrypoint_harness import (ENTRYPOINT, Root, fingerprint, http_get, keygen, log_lines, pid_running, ssh_reverse,
-                                start_exporter)
+from entrypoint_harness import (ENTRYPOINT, NGINX_SHARE, Root, built_path, fingerprint, http_get, keygen,
+                                log_lines, pid_running, ssh_reverse, start_exporter)
 
 METRICS = "node_load1 0.25\n"
 
@@ -361,3 +361,31 @@ location /external-host-1/ {{
     mp.wait_until(lambda: http_get(root.http_port, "/external-host-1/metrics") == (200, METRICS), timeout=15,
                   what="the original setup's /external-host-1/metrics")
     assert root.live_targets() == ["external-host-1"]
+
+
+def test_a_broken_hand_written_config_stops_the_start_with_nginx_message(root):
+    root.write("etc/nginx/conf.d/monitoring-proxy.conf", "location /x/ { no_such_directive on; }\n")
+    result = root.run("prepare")
+    assert result.returncode == 1
+    assert "nginx rejects its configuration" in result.stderr
+    assert 'unknown directive "no_such_directive"' in result.stderr
+
+
+def test_the_proxy_pages_are_served_when_the_module_provides_them(procs, root):
+    """/-/sd, /-/metrics and /-/status (docker/nginx/endpoints.conf) are included exactly when the built module
+    knows their directives, so the image works with the module before and after it gains them."""
+    endpoints = open(os.path.join(NGINX_SHARE, "endpoints.conf")).read()
+    directives = re.findall(r"\{ *(tunnel_[a-z_]+);", endpoints)
+    assert len(directives) == 3
+    module = open(built_path("ngx_http_tunnel_module.so"), "rb").read()
+    provided = all(d.encode() in module for d in directives)
+    root.write("etc/monitoring/targets", "localhost:20001 web1\n")
+    entry = root.start(procs)
+    if provided:
+        status, body = http_get(root.http_port, "/-/sd")
+        assert status == 200 and '"web1"' in body
+        assert http_get(root.http_port, "/-/metrics")[0] == 200
+        assert http_get(root.http_port, "/-/status")[0] == 200
+    else:
+        assert log_lines(procs.log_text(entry), "/-/sd, /-/metrics and /-/status are off")
+    assert root.run("healthcheck").returncode == 0
