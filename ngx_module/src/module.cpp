@@ -8,6 +8,7 @@
 //   tunnel_key VALUE;           upstream  route by VALUE (variables allowed) instead of the first path segment
 //   tunnel_counters;            location  answer the shared per-target counters as JSON
 #include "module.hpp"
+#include "tunnel_api.hpp"
 #include "worker_registry.hpp"
 
 #include "monitoring_proxy/registry.hpp"
@@ -110,6 +111,8 @@ ngx_http_module_t module_ctx = {
 };
 
 }  // namespace
+
+void require_registry(ngx_conf_t* cf) noexcept { main_conf<MainConf>(cf, ngx_http_tunnel_module)->registry_needed = 1; }
 
 }  // namespace monitoring_proxy::tunnel::ngx
 

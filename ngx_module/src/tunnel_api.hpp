@@ -12,6 +12,10 @@
 
 namespace monitoring_proxy::tunnel::ngx {
 
+// For the directives of those handlers: workers open the registry only when something needs it (a `tunnel`
+// upstream, an explicit tunnel_registry, or a handler that calls this while its directive is parsed).
+void require_registry(ngx_conf_t* cf) noexcept;
+
 // The counters shared by all workers (snapshot() for a page, find(name) for one target). nullopt only when the
 // module is not configured in this http{} block.
 std::optional<CounterTable> request_counters(ngx_http_request_t* r) noexcept;
