@@ -120,3 +120,30 @@ def test_head_requests_get_our_status_without_a_body(env):
         assert conn.getresponse().status == 200
     finally:
         conn.close()
+
+
+def test_hostile_paths_get_clear_answers_and_crash_nothing(env):
+    env.target("web1")
+    nginx = env.nginx(workers=1).start()
+    workers = nginx.worker_pids()
+    paths = ["/%ff%fe/x", "/%2e%2e/x", "/..", "/web1/../../etc/passwd", "/a" * 3000, "/" + "x" * 5000 + "/m",
+             "/WEB1/metrics", "/web1%00/x", "/%20/x", "/web1./x", "/.web1/x", "/_x/m"]
+    for path in paths:
+        status, body, _ = nginx.get(path)
+        assert status in (400, 404), (path, status, body)
+    assert nginx.worker_pids() == workers  # no worker died
+    assert nginx.status("/web1/metrics") == 200
+    assert nginx.get("/web1%2fmetrics")[1] == "web1 /metrics\n"  # decoded like every path, then split
+
+
+def test_variables_name_the_target_and_the_forwarded_path(env):
+    env.target("web1")
+    nginx = env.nginx(http_extra="    log_format tunnel '$tunnel_name|$tunnel_uri|$status';\n"
+                                 "    access_log logs/tunnel.log tunnel;").start()
+    nginx.get("/web1/metrics")
+    nginx.get("/nope/a%20b")
+    nginx.get("/web1")
+    path = h.os.path.join(nginx.prefix, "logs", "tunnel.log")
+    lines = mp.wait_until(lambda: open(path).read().split(), timeout=10, what="access log lines")
+    mp.wait_until(lambda: len(open(path).read().split()) == 3, timeout=10, what="three access log lines")
+    assert open(path).read().split() == ["web1|/metrics|200", "nope|/a%20b|404", "web1|/|200"], lines
