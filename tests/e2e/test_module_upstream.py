@@ -64,15 +64,13 @@ def test_scrape_timeout_header_gives_504_before_prometheus_gives_up(env):
     assert nginx.status("/slow/metrics?delay=0.1", headers={"X-Prometheus-Scrape-Timeout-Seconds": "5"}) == 200
 
     started = time.monotonic()
-    status = nginx.status("/slow/metrics?delay=20", headers={"X-Prometheus-Scrape-Timeout-Seconds": "1"})
+    status = nginx.status("/slow/metrics?delay=20", headers={"X-Prometheus-Scrape-Timeout-Seconds": "4"})
     elapsed = time.monotonic() - started
     assert status == 504
-    assert 0.5 <= elapsed < 1.0, elapsed  # 1 s minus the margin (250 ms), far below the configured 30 s
+    assert 3.0 <= elapsed < 4.0, elapsed  # 4 s minus the 500 ms margin: before Prometheus gives up at 4 s
 
-    # A longer scrape timeout than the configured one does not extend it.
-    nginx2_env_timeout = nginx.status("/slow/metrics?delay=0.1",
-                                      headers={"X-Prometheus-Scrape-Timeout-Seconds": "banana"})
-    assert nginx2_env_timeout == 200
+    # A malformed header is ignored: the configured timeout applies.
+    assert nginx.status("/slow/metrics?delay=0.1", headers={"X-Prometheus-Scrape-Timeout-Seconds": "banana"}) == 200
 
 
 def test_configured_read_timeout_caps_the_header(env):
