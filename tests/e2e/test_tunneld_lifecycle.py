@@ -144,3 +144,23 @@ def test_sighup_rereads_authorized_keys(procs, workdir, exporter):
     t.wait_log("keys=1")
     t.ssh(key, f"shared-target:80:localhost:{exporter.port}")
     mp.wait_until(lambda: t.connected("shared-target"), 10, what="accepted after SIGHUP")
+
+
+def test_cancel_forward_removes_the_entry_and_forward_can_return(procs, workdir, exporter):
+    t = Tunneld(procs, workdir)
+    key = keygen(workdir, "k")
+    t.tunnelctl("add", "web", "--key-file", key + ".pub")
+    t.start()
+    control = os.path.join(workdir, "ctl")
+    spec = f"web:80:localhost:{exporter.port}"
+    t.ssh(key, spec, extra=["-M", "-S", control])
+    mp.wait_until(lambda: t.connected("web"), 10, what="connected")
+    mp.wait_until(lambda: os.path.exists(control), 10, what="control socket")
+    r = t.ssh_run(key, "-S", control, "-O", "cancel", "-R", spec)
+    assert r.returncode == 0, r.stderr
+    mp.wait_until(lambda: t.entry("web")["state"] == "disconnected", 5, what="cancelled")
+    assert 'reason=cancel' in t.log()
+    r = t.ssh_run(key, "-S", control, "-O", "forward", "-R", spec)
+    assert r.returncode == 0, r.stderr
+    entry = mp.wait_until(lambda: t.connected("web"), 10, what="forward again")
+    assert fetch(entry["port"], "/bytes/1000") == body(1000)
