@@ -409,3 +409,12 @@ http {{
     assert log_lines(procs.log_text(entry), "using .*own.conf as it is")
     os.kill(entry.pid, signal.SIGTERM)
     assert exit_within(entry, 5) == 0
+
+
+def test_targets_outside_the_port_range_are_pointed_out_at_start(root):
+    root.write("etc/monitoring/targets", "localhost:20001 inside\nlocalhost:9001 outside # a comment\n")
+    result = root.run("prepare", env={"MP_PORT_RANGE": "20000-20010"})
+    assert result.returncode == 0, result.stderr
+    warnings = log_lines(result.stderr, "warning: target")
+    assert len(warnings) == 1
+    assert "target outside is on port 9001, outside MP_PORT_RANGE=20000-20010" in warnings[0]
