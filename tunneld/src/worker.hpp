@@ -199,6 +199,7 @@ private:
     Clock::time_point next_timer_;
     Clock::time_point next_keepalive_;
     bool garbage_ = false;
+    bool epoll_ready_ = false;  // set by the ssh_event callback of the epoll fd
 };
 
 // Process-wide ids for sessions and forwards.
