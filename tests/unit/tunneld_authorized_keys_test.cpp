@@ -112,3 +112,29 @@ TEST_CASE("from= patterns: wildcards, CIDR, negation", "[tunneld][authorized_key
     CHECK(tunneld::check_host_pattern("10.0.0.0/33") != "");
     CHECK(tunneld::check_host_pattern("!10.0.0.0/8") == "");
 }
+
+TEST_CASE("mutated valid files never crash and never yield a key with a bad blob", "[tunneld][authorized_keys]") {
+    // A bounded, deterministic stand-in for a fuzzer run over the same entry point.
+    const std::string seed = std::string(R"(from="10.0.0.0/8,!10.1.2.3",permitlisten="web:80",restrict ssh-ed25519 )") +
+                             kEd + " c\nssh-ed25519 " + kEd + "\n";
+    std::uint32_t state = 12345;
+    auto next = [&] { return state = state * 1664525u + 1013904223u; };
+    for (int round = 0; round < 3000; ++round) {
+        std::string text = seed;
+        int edits = 1 + static_cast<int>(next() % 4);
+        for (int e = 0; e < edits; ++e) {
+            std::size_t pos = next() % text.size();
+            switch (next() % 3) {
+                case 0: text[pos] = static_cast<char>(next() & 0xff); break;
+                case 1: text.erase(pos, 1 + next() % 8); break;
+                default: text = text.substr(0, pos) + "\",= \\\n#"[next() % 7] + text.substr(pos); break;
+            }
+            if (text.empty()) text = "x";
+        }
+        auto r = parse_authorized_keys(text, "fuzz");
+        for (const auto& k : r.keys) {
+            CHECK(tunneld::supported_key_type(k.type));
+            CHECK(k.blob_base64.size() % 4 == 0);
+        }
+    }
+}

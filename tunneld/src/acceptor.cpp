@@ -113,10 +113,14 @@ void Acceptor::run() noexcept {
                 continue;
             }
             ctx_.unauthenticated.fetch_add(1);
-            Worker* target = ctx_.workers.front().get();
-            for (auto& w : ctx_.workers) {
-                if (w->session_count() < target->session_count()) target = w.get();
+            // Least sessions wins; ties go round-robin, so a burst (counts not yet updated) still spreads out.
+            std::size_t n = ctx_.workers.size();
+            Worker* target = ctx_.workers[next_worker_ % n].get();
+            for (std::size_t i = 1; i < n; ++i) {
+                Worker* w = ctx_.workers[(next_worker_ + i) % n].get();
+                if (w->session_count() < target->session_count()) target = w;
             }
+            ++next_worker_;
             log_line("connect client=" + client);
             Mail mail{Mail::Type::kNewSession};
             mail.ssh = session;

@@ -26,6 +26,7 @@ private:
     int listen_fd_ = -1;
     int stop_fd_ = -1;
     std::thread thread_;
+    std::size_t next_worker_ = 0;
 };
 
 }  // namespace tunneld
