@@ -120,3 +120,38 @@ def test_exporter_down_closes_the_scrape_connection(tunneld, workdir):
             data = b""
         assert data == b""  # the client refused the channel: connection closed, nothing relayed
     tunneld.wait_log("client refused the channel")
+
+
+@pytest.mark.parametrize("kind", ["ecdsa", "rsa"])
+def test_ecdsa_and_rsa_client_keys(tunneld, workdir, exporter, kind):
+    key = keygen(workdir, kind, kind=kind)
+    tunneld.tunnelctl("add", f"{kind}-host", "--key-file", key + ".pub")
+    tunneld.start()
+    tunneld.ssh(key, f"{kind}-host:80:localhost:{exporter.port}")
+    entry = mp.wait_until(lambda: tunneld.connected(f"{kind}-host"), 10, what=f"{kind} key accepted")
+    assert entry["fingerprint"] == fingerprint(key + ".pub")
+    assert fetch(entry["port"], "/bytes/2000") == body(2000)
+
+
+def test_existing_host_keys_are_used_and_their_fingerprints_logged(tunneld, workdir, exporter):
+    import os
+    os.makedirs(tunneld.host_keys)
+    for kind in ("ecdsa", "rsa"):
+        subprocess.run(["ssh-keygen", "-q", "-t", kind, "-N", "", "-f",
+                        os.path.join(tunneld.host_keys, f"ssh_host_{kind}_key")], check=True)
+    key = keygen(workdir, "k")
+    tunneld.tunnelctl("add", "web", "--key-file", key + ".pub")
+    tunneld.start()
+    log = tunneld.log()
+    assert "host key generated" not in log
+    for kind in ("ecdsa", "rsa"):
+        assert f"fingerprint={fingerprint(os.path.join(tunneld.host_keys, f'ssh_host_{kind}_key.pub'))}" in log
+    # The client gets the ECDSA host key when it asks for it, and pins it like known_hosts would.
+    known = os.path.join(workdir, "known_hosts")
+    pub = open(os.path.join(tunneld.host_keys, "ssh_host_ecdsa_key.pub")).read().split()
+    with open(known, "w") as f:
+        f.write(f"[127.0.0.1]:{tunneld.port} {pub[0]} {pub[1]}\n")
+    tunneld.ssh(key, f"web:80:localhost:{exporter.port}",
+                extra=["-o", f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=yes",
+                       "-o", "HostKeyAlgorithms=ecdsa-sha2-nistp256"])
+    mp.wait_until(lambda: tunneld.connected("web"), 10, what="connected with pinned ECDSA host key")
