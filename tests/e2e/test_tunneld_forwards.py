@@ -155,3 +155,29 @@ def test_existing_host_keys_are_used_and_their_fingerprints_logged(tunneld, work
                 extra=["-o", f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=yes",
                        "-o", "HostKeyAlgorithms=ecdsa-sha2-nistp256"])
     mp.wait_until(lambda: tunneld.connected("web"), 10, what="connected with pinned ECDSA host key")
+
+
+@pytest.mark.parametrize("size", [1000 * 1000, 8 * 1024 * 1024])  # within libssh's 1.28 MB window, and beyond
+def test_slow_reader_gets_every_byte_after_the_exporter_closed(tunneld, workdir, exporter, size):
+    """The exporter finishes and the client sends EOF and close while tunneld still holds undelivered data:
+    flow control must keep it, and the close must wait until the reader has everything."""
+    import time
+    key = keygen(workdir, "slow")
+    tunneld.tunnelctl("add", "slow", "--key-file", key + ".pub")
+    tunneld.start()
+    tunneld.ssh(key, f"slow:80:localhost:{exporter.port}")
+    entry = mp.wait_until(lambda: tunneld.connected("slow"), 10, what="connected")
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", entry["port"]))
+        s.sendall(f"GET /bytes/{size} HTTP/1.0\r\n\r\n".encode())
+        # Deliberately slow consumer (not synchronisation): let the whole body pile up before reading.
+        time.sleep(1.0)
+        chunks = []
+        while True:
+            data = s.recv(65536)
+            if not data:
+                break
+            chunks.append(data)
+    response = b"".join(chunks)
+    assert response.split(b"\r\n\r\n", 1)[1] == body(size)
