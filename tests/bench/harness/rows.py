@@ -178,7 +178,7 @@ def storm_once(ctx, system, n, rep):
         server_port, spec = st.tunneld_port, "name:t{i}"
         nginx = st.module_nginx if ctx.ours_module else None
     lc = measure.LoadClient(st.procs, ctx.loadclient, server_port, st.client_key, n, spec, concurrency=n,
-                            hold_seconds=-1, cipher=stk.CIPHERS[cfg.cipher], setup_timeout=120, retries=3)
+                            hold_seconds=-1, cipher=stk.CIPHERS[cfg.cipher], setup_timeout=120, retries=10)
     try:
         e = lc.wait_event("all_forwarded", timeout=cfg.storm_timeout)
         if e["failed"]:

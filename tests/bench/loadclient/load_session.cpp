@@ -182,6 +182,7 @@ int LoadSession::on_message(ssh_session, ssh_message message, void* self) noexce
         c->callbacks.channel_close_function = &Channel::on_close;
         ssh_set_channel_callbacks(c->channel, &c->callbacks);
         ++s->totals_.channels;
+        s->totals_.initial_window = ssh_channel_window_size(c->channel);
         s->channels_.push_back(std::move(c));
         return 0;
     } catch (const std::exception& e) {

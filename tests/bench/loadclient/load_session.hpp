@@ -21,6 +21,7 @@ struct SessionTotals {
     std::uint64_t requests = 0;       // HTTP requests answered
     std::uint64_t bytes_sent = 0;     // response bytes accepted by libssh
     std::uint64_t channel_errors = 0; // channels closed because of a write error or a garbage request
+    std::uint32_t initial_window = 0; // send window the server granted the latest channel (its window policy)
 };
 
 class LoadSession {

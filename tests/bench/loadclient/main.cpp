@@ -9,6 +9,7 @@
 #include <atomic>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <deque>
 #include <map>
@@ -98,7 +99,8 @@ private:
     loadclient::SessionTotals totals_;
     std::vector<std::unique_ptr<LoadSession>> sessions_;
     std::vector<Registration> registered_;
-    std::deque<int> waiting_;  // sessions not started yet, or to retry
+    std::deque<int> waiting_;                 // sessions not started yet, or due for a retry
+    std::multimap<double, int> backing_off_;  // failed sessions by the time of their next attempt
     int epoll_ = -1;
     double started_ = 0;
     int in_setup_ = 0;
@@ -143,13 +145,19 @@ void LoadRun::after_transition(int i, LoadSession::State before, double now) {
         if (options_.verbose || options_.sessions <= 10 || !retry)
             std::fprintf(stderr, "loadclient: session %d attempt %d: %s%s\n", i, s.attempts(), s.error().c_str(),
                          retry ? " (will retry)" : "");
-        if (retry) waiting_.push_back(i);
+        if (retry) {
+            // Back off like a real client restarting (exponential, jittered): a server that sheds a connection
+            // storm (tunneld caps unauthenticated connections) must not see every refused client come straight
+            // back, and a storm must not burn all attempts within a second.
+            const double base = std::min(5.0, 0.25 * static_cast<double>(1 << std::min(s.attempts() - 1, 5)));
+            const double jitter = 0.5 + static_cast<double>(std::rand()) / RAND_MAX;
+            backing_off_.emplace(now + base * jitter, i);
+        }
     }
     if (s.state() == LoadSession::State::Closed && before == LoadSession::State::Established) {
         ++dropped_;
         std::fprintf(stderr, "loadclient: session %d: %s\n", i, s.error().c_str());
     }
-    (void)now;
 }
 
 void LoadRun::drive(int i, double now, bool writable) {
@@ -161,6 +169,10 @@ void LoadRun::drive(int i, double now, bool writable) {
 }
 
 void LoadRun::start_waiting(double now) {
+    while (!backing_off_.empty() && backing_off_.begin()->first <= now) {
+        waiting_.push_back(backing_off_.begin()->second);
+        backing_off_.erase(backing_off_.begin());
+    }
     while (!waiting_.empty() && in_setup_ < options_.concurrency) {
         const int i = waiting_.front();
         waiting_.pop_front();
@@ -187,7 +199,8 @@ Counts LoadRun::counts() const {
     c.failed -= static_cast<int>(std::count_if(waiting_.begin(), waiting_.end(), [&](int i) {
         return sessions_[i]->state() == LoadSession::State::Failed;
     }));
-    c.waiting = static_cast<int>(waiting_.size());
+    c.failed -= static_cast<int>(backing_off_.size());
+    c.waiting = static_cast<int>(waiting_.size() + backing_off_.size());
     return c;
 }
 
@@ -195,11 +208,11 @@ void LoadRun::print_progress(double now, const char* event) {
     const Counts c = counts();
     std::printf("{\"event\":\"%s\",\"elapsed_s\":%.6f,\"sessions\":%d,\"forwarded\":%d,\"in_setup\":%d,"
                 "\"waiting\":%d,\"failed\":%d,\"dropped\":%d,\"channels\":%llu,\"requests\":%llu,"
-                "\"bytes_sent\":%llu,\"channel_errors\":%llu,\"wall\":%.6f}\n",
+                "\"bytes_sent\":%llu,\"channel_errors\":%llu,\"initial_window\":%u,\"wall\":%.6f}\n",
                 event, now - started_, options_.sessions, c.established, c.setup, c.waiting, c.failed, dropped_,
                 static_cast<unsigned long long>(totals_.channels), static_cast<unsigned long long>(totals_.requests),
                 static_cast<unsigned long long>(totals_.bytes_sent),
-                static_cast<unsigned long long>(totals_.channel_errors), wall_now());
+                static_cast<unsigned long long>(totals_.channel_errors), totals_.initial_window, wall_now());
     std::fflush(stdout);
 }
 
@@ -240,7 +253,7 @@ int LoadRun::run() {
                 update_registration(static_cast<int>(i));
             }
         }
-        if (!setup_over && in_setup_ == 0 && waiting_.empty()) {
+        if (!setup_over && in_setup_ == 0 && waiting_.empty() && backing_off_.empty()) {
             setup_over = true;
             print_progress(now, "all_forwarded");
             if (options_.hold_seconds >= 0) hold_until = now + options_.hold_seconds;

@@ -35,7 +35,7 @@ const char* const kUsage =
     "  --body-bytes N         size of the HTTP response body (1024)\n"
     "  --hold-seconds S       keep the sessions this long once setup is over; -1 until SIGTERM (0)\n"
     "  --setup-timeout S      give up on one setup attempt after S seconds (60)\n"
-    "  --retries N            extra setup attempts per session (0)\n"
+    "  --retries N            extra setup attempts per session, jittered exponential backoff 0.25-5 s (0)\n"
     "  --progress-interval S  seconds between progress lines, 0 for none (1)\n"
     "  --verbose              libssh warnings on stderr\n"
     "Output: one JSON object per line on stdout (events: forwarded, all_forwarded, progress, done).\n";
