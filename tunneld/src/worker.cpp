@@ -128,6 +128,12 @@ void Worker::loop_once() {
                 auto& r = *static_cast<Relay*>(p);
                 if (ev & EPOLLOUT) relay_writable(r);
                 if (!r.dead && (ev & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP))) relay_readable(r);
+                // HUP/ERR are reported whatever the interest mask: a relay that cannot consume them now (channel
+                // still opening, window closed, EOF already read) would make epoll spin. The scraper is gone.
+                if (!r.dead && (ev & (EPOLLHUP | EPOLLERR))) {
+                    if (!(ev & EPOLLERR)) relay_maybe_finish(r);  // the orderly end: both sides shut down
+                    if (!r.dead) relay_close(r, "scraper connection closed or reset");
+                }
                 queue_relay(r);
                 break;
             }
