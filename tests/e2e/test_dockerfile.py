@@ -2,10 +2,12 @@
 Debian bookworm, the runtime packages provide every library the built programs need, every file the Dockerfile
 copies exists, the image declares its ports, volumes and health check, and the scripts pass bash -n and
 shellcheck."""
+import functools
 import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 
 import pytest
@@ -35,6 +37,7 @@ def dockerfile_instructions():
     return out
 
 
+@functools.lru_cache(maxsize=None)
 def install_deps_lists():
     """The packages `install-deps.sh MODE` installs, found by running the script itself with dpkg-query and
     apt-get replaced by stubs: every package looks missing and apt-get prints what it was asked to install."""
@@ -56,7 +59,7 @@ def install_deps_lists():
     finally:
         mp.remove_workdir(stubs)
     assert all(lists.values()), lists
-    return lists
+    return {mode: tuple(pkgs) for mode, pkgs in lists.items()}
 
 
 def dockerfile_packages():
@@ -86,10 +89,15 @@ def test_the_dockerfile_is_a_bookworm_builder_and_a_bookworm_slim_runtime():
     assert froms == ["debian:bookworm AS build", "debian:bookworm-slim"]
     packages = dockerfile_packages()
     lists = install_deps_lists()
-    assert packages[0] == lists["build"]
-    assert packages[1] == lists["runtime"], "the runtime stage installs only the runtime list"
+    assert packages[0] == list(lists["build"])
+    assert packages[1] == list(lists["runtime"]), "the runtime stage installs only the runtime list"
     for compiler in ("g++", "cmake", "nginx-dev", "libssh-dev"):
         assert compiler not in packages[1]
+    configure = [rest for stage, word, rest in dockerfile_instructions() if word == "RUN" and "cmake -S" in rest]
+    assert len(configure) == 1
+    # The image is built the way CI tests it: the project's default build type, warnings as errors.
+    assert "-DCMAKE_BUILD_TYPE=RelWithDebInfo" in configure[0] and "-DMP_WERROR=ON" in configure[0]
+    assert "set(CMAKE_BUILD_TYPE RelWithDebInfo)" in open(os.path.join(mp.SOURCE_DIR, "CMakeLists.txt")).read()
 
 
 def test_every_package_the_image_installs_exists_in_bookworm():
@@ -108,31 +116,64 @@ def test_every_package_the_image_installs_exists_in_bookworm():
     assert not missing, missing
 
 
+@functools.lru_cache(maxsize=None)
+def runtime_image_packages():
+    """What the runtime stage holds: the runtime list and everything it depends on, apt and its dependencies (in
+    every Debian image), and the Essential packages (the base of debian:bookworm-slim). Computed from the
+    installed packages' metadata (install-deps.sh installs the runtime list here too); an alternative `a | b`
+    counts every installed choice, a virtual package every installed provider."""
+    fields = "${Package}\t${Essential}\t${Depends}, ${Pre-Depends}\t${Provides}\n"
+    rows = subprocess.run(["dpkg-query", "-W", f"-f={fields}"], check=True, capture_output=True,
+                          text=True).stdout.splitlines()
+    depends, providers, essential = {}, {}, set()
+    name_of = lambda item: item.strip().split()[0].split(":")[0] if item.strip() else ""  # noqa: E731
+    for row in rows:
+        pkg, is_essential, deps, provides = row.split("\t")
+        depends[pkg] = [[name_of(alt) for alt in group.split("|")] for group in deps.split(",") if group.strip()]
+        for virtual in provides.split(","):
+            if name_of(virtual):
+                providers.setdefault(name_of(virtual), set()).add(pkg)
+        if is_essential == "yes":
+            essential.add(pkg)
+    runtime = install_deps_lists()["runtime"]
+    missing = [p for p in runtime if p not in depends]
+    assert not missing, f"runtime packages not installed here (run docker/install-deps.sh runtime): {missing}"
+    todo, closure = [*runtime, "apt", *essential], set()
+    while todo:
+        pkg = todo.pop()
+        if pkg in closure:
+            continue
+        closure.add(pkg)
+        for group in depends.get(pkg, []):
+            for alt in group:
+                todo.extend(p for p in ({alt} if alt in depends else set()) | providers.get(alt, set())
+                            if p not in closure)
+    return frozenset(closure)
+
+
 def test_the_runtime_packages_provide_every_library_of_the_built_programs():
     """Each shared library tunneld, tunnelctl and the module link to comes from a package the runtime stage
     installs, or one they (or apt, present in every Debian image) depend on."""
-    ensure_apt_lists()
-    runtime = install_deps_lists()["runtime"]
-    closure = set(subprocess.run(
-        ["apt-cache", "depends", "--recurse", "--no-recommends", "--no-suggests", "--no-conflicts", "--no-breaks",
-         "--no-replaces", "--no-enhances", "--no-pre-depends", *runtime, "apt"],
-        check=True, capture_output=True, text=True).stdout.split())
-    closure = {w.split(":")[0] for w in closure if not w.endswith(":") and not w.startswith("<")}
-    unprovided = {}
+    closure = runtime_image_packages()
+    needed = {}
     for name in ("tunneld/src/tunneld", "tunneld/tunnelctl/tunnelctl", "ngx_module/ngx_http_tunnel_module.so"):
-        binary = os.path.join(mp.BUILD_DIR, name)
-        dynamic = subprocess.run(["readelf", "-d", binary], check=True, capture_output=True, text=True).stdout
+        dynamic = subprocess.run(["readelf", "-d", os.path.join(mp.BUILD_DIR, name)], check=True,
+                                 capture_output=True, text=True).stdout
         for lib in re.findall(r"\(NEEDED\).*\[(.+)\]", dynamic):
-            path = subprocess.run(["bash", "-c", f"ldconfig -p | awk '$1 == \"{lib}\" {{print $NF; exit}}'"],
-                                  capture_output=True, text=True).stdout.strip()
-            owner = ""
-            for candidate in (path, os.path.realpath(path)) if path else (lib,):  # dpkg knows pre-usrmerge paths
-                owner = subprocess.run(["dpkg", "-S", candidate], capture_output=True,
-                                       text=True).stdout.split(":")[0]
-                if owner:
-                    break
-            if owner not in closure:
-                unprovided[f"{name}: {lib}"] = owner or "no package"
+            needed.setdefault(lib, []).append(name)
+    cache = subprocess.run(["ldconfig", "-p"], check=True, capture_output=True, text=True).stdout
+    unprovided = {}
+    for lib, users in sorted(needed.items()):
+        match = re.search(rf"^\s*{re.escape(lib)} \(libc6,x86-64\).* => (\S+)$", cache, re.M) or \
+            re.search(rf"^\s*{re.escape(lib)} .* => (\S+)$", cache, re.M)
+        assert match, f"{lib} (needed by {users}) is not in the dynamic linker's cache"
+        owner = ""
+        for candidate in (match.group(1), os.path.realpath(match.group(1))):  # dpkg knows pre-usrmerge paths
+            owner = subprocess.run(["dpkg", "-S", candidate], capture_output=True, text=True).stdout.split(":")[0]
+            if owner:
+                break
+        if owner not in closure:
+            unprovided[f"{lib} (needed by {', '.join(users)})"] = owner or "no package"
     assert not unprovided, unprovided
 
 
@@ -195,3 +236,34 @@ def test_the_shell_scripts_parse():
 def test_the_shell_scripts_pass_shellcheck():
     result = subprocess.run(["shellcheck", "--severity=style", ENTRYPOINT], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
+
+
+def test_the_entrypoint_needs_only_commands_of_the_runtime_image(workdir, procs):
+    """The entrypoint prepares, runs, answers its health check and stops with a PATH holding only the commands
+    of the runtime image's packages."""
+    from entrypoint_harness import Root
+    bin_dir = os.path.join(workdir, "image-bin")
+    os.makedirs(bin_dir)
+    installed = subprocess.run(["dpkg-query", "-W", "-f=${Package}\n"], check=True, capture_output=True,
+                               text=True).stdout.split()
+    packages = sorted(runtime_image_packages() & set(installed))
+    files = subprocess.run(["dpkg", "-L", *packages], capture_output=True, text=True).stdout.splitlines()
+    for f in files:
+        if os.path.dirname(f) in ("/bin", "/usr/bin", "/sbin", "/usr/sbin") and os.path.isfile(f) \
+                and os.access(f, os.X_OK) and not os.path.exists(os.path.join(bin_dir, os.path.basename(f))):
+            os.symlink(f, os.path.join(bin_dir, os.path.basename(f)))
+    for absent in ("python3", "curl", "g++", "cmake"):  # the PATH really is the image's
+        assert not os.path.exists(os.path.join(bin_dir, absent)), absent
+    root = Root(workdir)
+    env = {"PATH": bin_dir}
+    prepared = root.run("prepare", env=env)
+    assert prepared.returncode == 0, prepared.stderr
+    entry = root.start(procs, env=env)
+    try:
+        healthy = root.run("healthcheck", env=env)
+        assert healthy.returncode == 0, healthy.stderr
+        os.kill(entry.pid, signal.SIGTERM)
+        assert entry.wait(timeout=5) == 0, procs.log_text(entry)
+        assert "command not found" not in procs.log_text(entry)
+    finally:
+        root.kill_leftovers()
