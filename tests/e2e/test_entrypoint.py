@@ -418,3 +418,11 @@ def test_targets_outside_the_port_range_are_pointed_out_at_start(root):
     warnings = log_lines(result.stderr, "warning: target")
     assert len(warnings) == 1
     assert "target outside is on port 9001, outside MP_PORT_RANGE=20000-20010" in warnings[0]
+
+
+@pytest.mark.parametrize("variable, value", [("MP_STOP_TIMEOUT", "5s"), ("MP_ALLOW_UNDECLARED", "true"),
+                                             ("MP_NGINX_ENDPOINTS", "maybe"), ("MP_HTTP_LISTEN", "80; evil")])
+def test_a_malformed_setting_stops_the_start_naming_it(root, variable, value):
+    result = root.run("prepare", env={variable: value})
+    assert result.returncode == 1
+    assert f'{variable}="{value}"' in result.stderr
