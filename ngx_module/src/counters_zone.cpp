@@ -33,11 +33,6 @@ ngx_int_t init_zone(ngx_shm_zone_t* zone, void* old_data) noexcept {
     return NGX_OK;
 }
 
-std::int64_t now_unix_ms() noexcept {
-    const ngx_time_t* tp = ngx_timeofday();
-    return static_cast<std::int64_t>(tp->sec) * 1000 + static_cast<std::int64_t>(tp->msec);
-}
-
 ngx_int_t log_handler(ngx_http_request_t* r) noexcept {
     const RequestCtx* ctx = request_ctx(r);
     if (ctx == nullptr) return NGX_OK;
@@ -52,7 +47,7 @@ ngx_int_t log_handler(ngx_http_request_t* r) noexcept {
     record.outcome = final_outcome(ctx->outcome, record.status);
     record.bytes_sent = static_cast<std::uint64_t>(r->connection->sent - ctx->sent_at_start);
     record.duration_ms = static_cast<std::uint64_t>(elapsed > 0 ? elapsed : 0);
-    record.finished_unix_ms = now_unix_ms();
+    record.started_unix_ms = static_cast<std::int64_t>(r->start_sec) * 1000 + static_cast<std::int64_t>(r->start_msec);
     // Only names the registry knows get their own slot; hostile names only move the totals.
     table->record(ctx->declared ? view(ctx->name) : std::string_view{}, record);
     return NGX_OK;

@@ -20,13 +20,14 @@ struct Block {
     void* memory;
 };
 
-RequestRecord request(unsigned status, Outcome outcome = Outcome::kProxied, std::uint64_t bytes = 100) {
+RequestRecord request(unsigned status, Outcome outcome = Outcome::kProxied, std::uint64_t bytes = 100,
+                      std::int64_t started_unix_ms = 1700000000000) {
     RequestRecord r;
     r.outcome = outcome;
     r.status = status;
     r.bytes_sent = bytes;
     r.duration_ms = 7;
-    r.finished_unix_ms = 1700000000000;
+    r.started_unix_ms = started_unix_ms;
     return r;
 }
 
@@ -64,6 +65,21 @@ TEST_CASE("a formatted table counts requests per target and in total", "[ngx][co
     CHECK(snap.targets[0].name == "web1");
     CHECK(snap.targets[1].name == "web2");
     CHECK(snap.dropped_targets == 0u);
+}
+
+TEST_CASE("the last request is the most recently started one, whatever order they are logged in",
+          "[ngx][counters]") {
+    Block block(CounterTable::bytes_for(4));
+    auto table = CounterTable::format(block.memory, block.bytes);
+    REQUIRE(table);
+    table->record("web1", request(403, Outcome::kPathForbidden, 10, 2000));
+    table->record("web1", request(200, Outcome::kProxied, 10, 1000));  // started earlier, logged later
+    auto web1 = table->find("web1");
+    CHECK(web1->last_status == 403u);
+    CHECK(web1->last_unix_ms == 2000);
+    CHECK(web1->requests == 2u);
+    table->record("web1", request(504, Outcome::kUpstreamTimeout, 10, 2000));  // same millisecond: newer wins
+    CHECK(table->find("web1")->last_status == 504u);
 }
 
 TEST_CASE("status classes are indexed 1xx..5xx, nonsense counts as 5xx", "[ngx][counters]") {

@@ -46,18 +46,26 @@ struct Counts {
         responses_by_class[status_class_index(r.status)].fetch_add(1, relaxed);
         outcomes[static_cast<std::size_t>(r.outcome) % kOutcomeCount].fetch_add(1, relaxed);
         bytes_sent.fetch_add(r.bytes_sent, relaxed);
-        // The three "last" fields are stored one by one: a reader racing two requests may mix them, which a
-        // status page can live with.
-        last_status.store(r.status, relaxed);
-        last_duration_ms.store(r.duration_ms, relaxed);
-        last_unix_ms.store(r.finished_unix_ms, relaxed);
+        // "Last" means most recently started: a request logged late (another worker was faster) must not
+        // overwrite a newer one. Status and duration follow the winner of the time; two requests racing here
+        // may still mix them, which a status page can live with.
+        std::int64_t newest = last_unix_ms.load(relaxed);
+        while (r.started_unix_ms >= newest) {
+            if (last_unix_ms.compare_exchange_weak(newest, r.started_unix_ms, relaxed)) {
+                last_status.store(r.status, relaxed);
+                last_duration_ms.store(r.duration_ms, relaxed);
+                break;
+            }
+        }
     }
 
     CounterValues read() const noexcept {
         constexpr auto relaxed = std::memory_order_relaxed;
         CounterValues v;
         v.requests = requests.load(relaxed);
-        for (std::size_t i = 0; i < kStatusClassCount; ++i) v.responses_by_class[i] = responses_by_class[i].load(relaxed);
+        for (std::size_t i = 0; i < kStatusClassCount; ++i) {
+            v.responses_by_class[i] = responses_by_class[i].load(relaxed);
+        }
         for (std::size_t i = 0; i < kOutcomeCount; ++i) v.outcomes[i] = outcomes[i].load(relaxed);
         v.bytes_sent = bytes_sent.load(relaxed);
         v.last_unix_ms = last_unix_ms.load(relaxed);

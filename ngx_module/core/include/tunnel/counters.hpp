@@ -29,7 +29,7 @@ struct RequestRecord {
     unsigned status = 0;                  // HTTP status sent to the client
     std::uint64_t bytes_sent = 0;         // bytes sent to the client (headers and body)
     std::uint64_t duration_ms = 0;        // from reading the request to logging it
-    std::int64_t finished_unix_ms = 0;
+    std::int64_t started_unix_ms = 0;     // when nginx began reading the request
 };
 
 // Plain values read from the table.
@@ -38,7 +38,9 @@ struct CounterValues {
     std::array<std::uint64_t, kStatusClassCount> responses_by_class{};  // [0] = 1xx ... [4] = 5xx
     std::array<std::uint64_t, kOutcomeCount> outcomes{};                // indexed by Outcome
     std::uint64_t bytes_sent = 0;
-    std::int64_t last_unix_ms = 0;        // 0: never
+    // The most recently *started* request (not the last one logged: with several workers a request can be
+    // logged after a later one). 0: never.
+    std::int64_t last_unix_ms = 0;
     unsigned last_status = 0;
     std::uint64_t last_duration_ms = 0;
 };
