@@ -65,3 +65,16 @@ def test_registry_replaced_by_a_new_one_is_reopened(env):
     # worker reopened it a second later): either way it reopened, it did not keep serving the old files.
     log = nginx.error_log()
     assert "was replaced, reopening it" in log or log.count('tunnel registry "') > 2, log
+
+
+def test_corrupt_registry_answers_500_and_names_the_lmdb_error(env):
+    os.makedirs(env.registry.path)
+    os.chmod(env.registry.path, 0o777)  # the workers may create lock.mdb: the data file is what is broken
+    with open(os.path.join(env.registry.path, "data.mdb"), "wb") as f:
+        f.write(b"not an lmdb file" * 512)
+    os.chmod(os.path.join(env.registry.path, "data.mdb"), 0o644)
+    nginx = env.nginx(workers=1).start()
+    assert nginx.get("/web1/metrics")[:2] == (500, "tunnel registry unavailable\n")
+    lines = unreadable_lines(nginx)
+    assert lines and env.registry.path in lines[0], nginx.error_log()
+    assert "MDB_INVALID" in lines[0] or "not an LMDB file" in lines[0], lines[0]
