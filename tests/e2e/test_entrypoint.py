@@ -371,44 +371,33 @@ def test_a_broken_hand_written_config_stops_the_start_with_nginx_message(root):
     assert 'unknown directive "no_such_directive"' in result.stderr
 
 
-def test_the_proxy_pages_are_served_when_the_module_provides_them(procs, root):
-    """/-/sd, /-/metrics and /-/status (docker/nginx/endpoints.conf) are included exactly when the built module
-    knows their directives, so the image works with the module before and after it gains them."""
+def test_each_proxy_page_is_served_exactly_when_the_module_provides_it(procs, root):
+    """docker/nginx/endpoints.conf names the pages and their directives; the entrypoint keeps those the built
+    module knows, so the image works with the module before and after it gains them."""
     endpoints = open(os.path.join(NGINX_SHARE, "endpoints.conf")).read()
-    directives = re.findall(r"\{ *(tunnel_[a-z_]+);", endpoints)
-    assert len(directives) == 3
+    pages = re.findall(r"^location = (/-/\S+) +\{ *(tunnel_[a-z_]+);", endpoints, re.M)
+    assert {path for path, _ in pages} >= {"/-/sd", "/-/metrics", "/-/status"}
     module = open(built_path("ngx_http_tunnel_module.so"), "rb").read()
-    provided = all(d.encode() in module for d in directives)
     root.write("etc/monitoring/targets", "localhost:20001 web1\n")
     entry = root.start(procs)
-    if provided:
-        status, body = http_get(root.http_port, "/-/sd")
-        assert status == 200 and '"web1"' in body
-        assert http_get(root.http_port, "/-/metrics")[0] == 200
-        assert http_get(root.http_port, "/-/status")[0] == 200
-    else:
-        assert log_lines(procs.log_text(entry), "/-/sd, /-/metrics and /-/status are off")
+    log = procs.log_text(entry)
+    for path, directive in pages:
+        status, body = http_get(root.http_port, path)
+        if directive.encode() in module:
+            assert status == 200, (path, status, body)
+            assert log_lines(log, f"pages on: .*{re.escape(path)}")
+        else:
+            assert status != 200, (path, status, body)  # the module's routing, not a page: "-" is no target name
+            assert log_lines(log, f"pages off .*{re.escape(path)}")
+    if b"tunnel_sd" in module:
+        assert '"web1"' in http_get(root.http_port, "/-/sd")[1]
     assert root.run("healthcheck").returncode == 0
 
 
-def test_an_nginx_config_of_your_own_is_used_as_it_is(procs, workdir, root):
-    own = root.write("etc/nginx/own.conf", f"""
-error_log stderr;
-pid {workdir}/own-nginx.pid;
-events {{}}
-http {{
-    access_log off;
-    server {{
-        listen 127.0.0.1:{root.http_port};
-        location / {{ return 200 "own config\\n"; }}
-    }}
-}}
-""")
-    entry = root.start(procs, env={"MP_NGINX_CONF": own})  # no `daemon off;` in it: the entrypoint adds it
-    assert http_get(root.http_port, "/anything") == (200, "own config\n")
-    assert log_lines(procs.log_text(entry), "using .*own.conf as it is")
-    os.kill(entry.pid, signal.SIGTERM)
-    assert exit_within(entry, 5) == 0
+def test_proxy_pages_can_be_turned_off(procs, root):
+    entry = root.start(procs, env={"MP_NGINX_ENDPOINTS": "no"})
+    assert log_lines(procs.log_text(entry), "pages off .*/-/status")
+    assert http_get(root.http_port, "/-/counters")[0] != 200
 
 
 def test_targets_outside_the_port_range_are_pointed_out_at_start(root):
