@@ -4,7 +4,7 @@
 # objs/ngx_auto_config.h. That file is produced once, at CMake configure time, by running nginx's configure with
 # the flags Debian built nginx with (conf_flags, which include --with-compat: that is what makes the module's
 # signature match the binary). configure writes beside the sources, so it runs on a copy in the build tree.
-# The result is cached: delete <build>/ngx_module/nginx-src to regenerate.
+# The result is cached, and regenerated when the installed nginx changes (another nginx.h or conf_flags).
 set(NGINX_SOURCE_DIR /usr/share/nginx/src CACHE PATH "nginx sources with conf_flags (Debian nginx-dev)")
 
 if(NOT EXISTS ${NGINX_SOURCE_DIR}/configure OR NOT EXISTS ${NGINX_SOURCE_DIR}/conf_flags)
@@ -14,6 +14,24 @@ endif()
 
 set(NGINX_CONFIGURED_DIR ${CMAKE_CURRENT_BINARY_DIR}/nginx-src)
 set(NGINX_AUTO_CONFIG ${NGINX_CONFIGURED_DIR}/objs/ngx_auto_config.h)
+
+# An upgraded nginx-dev must not leave the module built against the old headers and flags.
+set(nginx_stamp_inputs ${NGINX_SOURCE_DIR}/src/core/nginx.h ${NGINX_SOURCE_DIR}/conf_flags)
+set(nginx_stamp "")
+foreach(f IN LISTS nginx_stamp_inputs)
+  file(SHA256 ${f} h)
+  string(APPEND nginx_stamp "${h}\n")
+endforeach()
+set(nginx_stamp_file ${NGINX_CONFIGURED_DIR}/objs/mp-source-stamp)
+if(EXISTS ${nginx_stamp_file})
+  file(READ ${nginx_stamp_file} nginx_old_stamp)
+  if(NOT nginx_old_stamp STREQUAL nginx_stamp)
+    message(STATUS "nginx module: the installed nginx sources changed, regenerating")
+    file(REMOVE ${NGINX_AUTO_CONFIG})
+  endif()
+elseif(EXISTS ${NGINX_AUTO_CONFIG})
+  file(REMOVE ${NGINX_AUTO_CONFIG})  # generated before stamps existed: provenance unknown
+endif()
 
 if(NOT EXISTS ${NGINX_AUTO_CONFIG})
   message(STATUS "nginx module: generating ngx_auto_config.h (runs nginx's configure once)")
@@ -30,6 +48,7 @@ if(NOT EXISTS ${NGINX_AUTO_CONFIG})
     message(FATAL_ERROR "nginx module: nginx's configure failed, see "
                         "${CMAKE_CURRENT_BINARY_DIR}/nginx-configure.log")
   endif()
+  file(WRITE ${nginx_stamp_file} "${nginx_stamp}")
 endif()
 
 add_library(nginx_headers INTERFACE)
