@@ -84,8 +84,7 @@ class Tunneld:
         self.workdir = workdir
         self.registry = os.path.join(workdir, "registry")
         self.host_keys = os.path.join(workdir, "hostkeys")
-        lo = 30000 + (os.getpid() * 37) % 20000
-        self.port_range = port_range or (lo, lo + 199)
+        self.port_range = port_range or _pick_port_range()
         self.extra = list(extra)
         self.port = None
         self.proc = None
@@ -156,6 +155,31 @@ class Tunneld:
         """Runs a short-lived ssh client to completion; returns CompletedProcess."""
         cmd = ["ssh", *args, *SSH_OPTIONS, "-i", key, "-p", str(self.port), f"{user}@127.0.0.1", *command]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def _pick_port_range(size=200):
+    """A tunnel port range below the kernel's ephemeral range (outgoing connections would otherwise take ports a
+    test later wants to listen on) and away from tunneld's default 20000-29999, starting where nothing listens."""
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        ephemeral_lo = int(f.read().split()[0])
+    top = max(ephemeral_lo - size, 11000)
+    for attempt in range(50):
+        lo = 10000 + (os.getpid() * 37 + attempt * 997) % (top - 10000)
+        if 20000 - size <= lo < 30000:
+            continue
+        if all(_port_free(p) for p in (lo, lo + 1, lo + 3, lo + 5, lo + 7)):
+            return (lo, lo + size - 1)
+    return (lo, lo + size - 1)
+
+
+def _port_free(port):
+    import socket
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
 
 
 def _unescape_printable(text):

@@ -119,7 +119,8 @@ def test_exporter_down_closes_the_scrape_connection(tunneld, workdir):
         except ConnectionResetError:  # closed with our request unread: a reset is as good as EOF
             data = b""
         assert data == b""  # the client refused the channel: connection closed, nothing relayed
-    tunneld.wait_log("client refused the channel")
+    log = tunneld.wait_log("relay closed")
+    assert "target=down" in log and "refused the channel" in log, log
 
 
 @pytest.mark.parametrize("kind", ["ecdsa", "rsa"])

@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -265,6 +266,17 @@ void Worker::accept_connections(Forward& f) {
         socklen_t len = sizeof peer;
         int fd = accept4(f.listen_fd, reinterpret_cast<sockaddr*>(&peer), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                // Out of descriptors: the pending connection stays readable and would make epoll spin. Stop
+                // listening for events until the next timer tick (resume_listeners) and say so once.
+                log_line("accept paused target=" + f.target + " port=" + std::to_string(f.port) + ": " +
+                         std::strerror(errno));
+                epoll_event ev{};
+                ev.data.ptr = static_cast<Pollable*>(&f);
+                epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, f.listen_fd, &ev);
+                paused_listeners_.push_back(f.id);
+                return;
+            }
             if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED) {
                 log_line("accept error target=" + f.target + " port=" + std::to_string(f.port) + ": " +
                          std::strerror(errno));
@@ -283,6 +295,21 @@ void Worker::accept_connections(Forward& f) {
         ++f.connects;
         ctx_.counters.add("connects_total{tunnel=\"" + f.target + "\"}");
         start_relay(f, fd, host, peer_port);
+    }
+}
+
+void Worker::resume_listeners() {
+    if (paused_listeners_.empty()) return;
+    std::vector<std::uint64_t> ids;
+    ids.swap(paused_listeners_);
+    for (auto& [sid, s] : sessions_) {
+        for (auto& f : s->forwards) {
+            if (f->dead || std::find(ids.begin(), ids.end(), f->id) == ids.end()) continue;
+            epoll_event ev{};
+            ev.events = EPOLLIN;
+            ev.data.ptr = static_cast<Pollable*>(f.get());
+            epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, f->listen_fd, &ev);
+        }
     }
 }
 

@@ -268,6 +268,7 @@ void Worker::check_session(Session& s) {
 }
 
 void Worker::on_timer() {
+    resume_listeners();
     auto now = Clock::now();
     bool keepalive_tick = now >= next_keepalive_;
     if (keepalive_tick) next_keepalive_ = now + std::chrono::seconds(ctx_.options.keepalive_seconds);

@@ -165,6 +165,7 @@ private:
     int handle_cancel_forward(Session& s, ssh_message msg);
     void remove_forward(Forward& f, const std::string& why);
     void accept_connections(Forward& f);
+    void resume_listeners();
 
     // relay.cpp
     void start_relay(Forward& f, int fd, const std::string& peer_host, std::uint16_t peer_port);
@@ -195,6 +196,7 @@ private:
     std::vector<Relay*> window_blocked_;  // relays waiting for the client's window
     std::vector<Relay*> relay_work_;      // relays touched by callbacks: re-evaluate after the round
     std::vector<Session*> suspects_;      // sessions whose socket reported hang-up
+    std::vector<std::uint64_t> paused_listeners_;  // forwards whose accept ran out of descriptors
     std::vector<char> scratch_;
     Clock::time_point next_timer_;
     Clock::time_point next_keepalive_;
