@@ -21,6 +21,7 @@ test=(
   curl wrk procps iproute2 psmisc
   clang libclang-rt-14-dev   # libFuzzer targets (tests/fuzz)
   python3 python3-pytest
+  chromium                   # the status page, rendered headless in tests
 )
 
 want=()

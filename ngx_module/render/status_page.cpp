@@ -74,7 +74,7 @@ std::vector<StatusRow> status_rows(const std::vector<registry::SnapshotEntry>& e
         if (!r.declared) {
             r.severity = 1, r.problem = "tunnel without a declared target (not served)";
         } else if (!r.connected) {
-            r.severity = 2, r.problem = "not connected";
+            r.severity = 2, r.problem = "no live tunnel: the host is down or cannot reach the SSH port";
         } else if (r.requests.last_unix_ms && r.requests.last_status >= 500) {
             r.severity = 2, r.problem = "last scrape failed (" + std::to_string(r.requests.last_status) + ")";
         } else if (r.requests.last_unix_ms && r.requests.last_status >= 400) {

@@ -7,6 +7,9 @@
 //   tunnel;                     upstream  peers come from the registry; must precede `keepalive`
 //   tunnel_key VALUE;           upstream  route by VALUE (variables allowed) instead of the first path segment
 //   tunnel_counters;            location  answer the shared per-target counters as JSON
+//   tunnel_sd [ADDRESS];        location  Prometheus HTTP service discovery (pages.cpp)
+//   tunnel_metrics;             location  the proxy's own metrics
+//   tunnel_status;              location  the status page (HTML, or JSON)
 #include "module.hpp"
 #include "tunnel_api.hpp"
 #include "worker_registry.hpp"
@@ -52,6 +55,10 @@ char* init_main_conf(ngx_conf_t* cf, void* conf) noexcept {
     }
     if (add_counters_zone(cf, mcf) != NGX_OK) return static_cast<char*>(NGX_CONF_ERROR);
     return NGX_CONF_OK;
+}
+
+void* create_loc_conf(ngx_conf_t* cf) noexcept {
+    return ngx_pcalloc(cf->pool, sizeof(LocConf));  // sd_address = nullptr
 }
 
 void* create_srv_conf(ngx_conf_t* cf) noexcept {
@@ -102,12 +109,18 @@ ngx_command_t commands[] = {
     {ngx_string("tunnel_key"), NGX_HTTP_UPS_CONF | NGX_CONF_TAKE1, ngx_http_set_complex_value_slot,
      NGX_HTTP_SRV_CONF_OFFSET, offsetof(UpstreamConf, key), nullptr},
     {ngx_string("tunnel_counters"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, counters_directive, 0, 0, nullptr},
+    {ngx_string("tunnel_sd"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE1, sd_directive,
+     NGX_HTTP_LOC_CONF_OFFSET, 0, nullptr},
+    {ngx_string("tunnel_metrics"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, metrics_directive, NGX_HTTP_LOC_CONF_OFFSET,
+     0, nullptr},
+    {ngx_string("tunnel_status"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, status_directive, NGX_HTTP_LOC_CONF_OFFSET,
+     0, nullptr},
     ngx_null_command,
 };
 
 ngx_http_module_t module_ctx = {
     preconfiguration, postconfiguration, create_main_conf, init_main_conf,
-    create_srv_conf,  nullptr,           nullptr,          nullptr,
+    create_srv_conf,  nullptr,           create_loc_conf,  nullptr,
 };
 
 }  // namespace

@@ -30,6 +30,11 @@ struct UpstreamConf {
     ngx_http_complex_value_t* key;   // tunnel_key: overrides the name taken from the path
 };
 
+// location{} level: the proxy's own pages (pages.cpp).
+struct LocConf {
+    ngx_http_complex_value_t* sd_address;  // tunnel_sd ADDRESS; nullptr: the request's Host
+};
+
 // One request through a `tunnel` upstream, allocated from r->pool by the balancer's init_peer.
 struct RequestCtx {
     Outcome outcome;                 // decided before any connection is made
@@ -56,6 +61,11 @@ ngx_int_t check_tunnel_upstreams(ngx_conf_t* cf) noexcept;
 
 // counters_handler.cpp: `tunnel_counters` (location) answers the counters as JSON.
 char* counters_directive(ngx_conf_t* cf, ngx_command_t* cmd, void* conf) noexcept;
+
+// pages.cpp: tunnel_sd, tunnel_metrics, tunnel_status (location) answer discovery, metrics and the status page.
+char* sd_directive(ngx_conf_t* cf, ngx_command_t* cmd, void* conf) noexcept;
+char* metrics_directive(ngx_conf_t* cf, ngx_command_t* cmd, void* conf) noexcept;
+char* status_directive(ngx_conf_t* cf, ngx_command_t* cmd, void* conf) noexcept;
 
 // variables.cpp: $tunnel_name, $tunnel_uri
 ngx_int_t add_variables(ngx_conf_t* cf) noexcept;

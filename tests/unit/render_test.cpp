@@ -1,0 +1,145 @@
+#include "discovery.hpp"
+#include "metrics.hpp"
+#include "status_page.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+
+using namespace monitoring_proxy;
+using namespace monitoring_proxy::tunnel;
+using registry::SnapshotEntry;
+using registry::TargetRecord;
+using registry::TunnelRecord;
+
+namespace {
+std::vector<SnapshotEntry> sample_entries() {
+    TargetRecord web;
+    web.labels = {{"env", "prod"}, {"team", "o\"ps"}};
+    TargetRecord db;
+    db.metrics_path = "/probe";
+    db.labels = {{"env", "staging"}, {"instance", "db.example"}};
+    std::vector<SnapshotEntry> e;
+    e.push_back({"db", db, std::nullopt});
+    e.push_back({"orphan", std::nullopt, TunnelRecord{20009, 1, 1700000000000, "10.0.0.9:1", "SHA256:o"}});
+    e.push_back({"web1", web, TunnelRecord{20001, 1, 1700000000500, "203.0.113.7:5123", "SHA256:w"}});
+    return e;
+}
+
+CountersSnapshot sample_requests() {
+    CountersSnapshot s;
+    CounterValues v;
+    v.requests = 3;
+    v.responses_by_class[1] = 2;
+    v.responses_by_class[4] = 1;
+    v.bytes_sent = 4096;
+    v.last_unix_ms = 1700000100000;
+    v.last_status = 502;
+    v.last_duration_ms = 12;
+    s.targets.push_back({"web1", v});
+    s.totals.requests = 5;
+    s.totals.outcomes[static_cast<std::size_t>(Outcome::kUnknown)] = 2;
+    return s;
+}
+}  // namespace
+
+TEST_CASE("discovery lists every declared target with stable labels", "[render][discovery]") {
+    auto json = render_discovery(sample_entries(), {"proxy:80", {}});
+    CHECK_THAT(json, Catch::Contains(R"({"targets":["proxy:80"],"labels":{"__metrics_path__":"/db/probe","tunnel":"db","env":"staging","instance":"db.example"}})"));
+    CHECK_THAT(json, Catch::Contains(R"({"targets":["proxy:80"],"labels":{"__metrics_path__":"/web1/metrics","tunnel":"web1","instance":"web1","env":"prod","team":"o\"ps"}})"));
+    CHECK_THAT(json, !Catch::Contains("orphan"));  // undeclared tunnels are not scraped
+    // Connecting or disconnecting must not change a label.
+    auto entries = sample_entries();
+    entries[2].tunnel.reset();
+    CHECK(render_discovery(entries, {"proxy:80", {}}) == json);
+    CHECK(render_discovery({}, {"proxy:80", {}}) == "[]\n");
+}
+
+TEST_CASE("discovery filters by labels", "[render][discovery]") {
+    std::string error;
+    auto filters = parse_label_filters("x=1&label=env%3Dprod&label=tunnel=web1", error);
+    REQUIRE(filters);
+    CHECK(filters->size() == 2);
+    auto json = render_discovery(sample_entries(), {"proxy:80", *filters});
+    CHECK_THAT(json, Catch::Contains("web1"));
+    CHECK_THAT(json, !Catch::Contains("\"db\""));
+    CHECK(render_discovery(sample_entries(), {"p", {{"env", "none"}}}) == "[]\n");
+    CHECK_FALSE(parse_label_filters("label=noequals", error));
+    CHECK_THAT(error, Catch::Contains("label=NAME=VALUE"));
+    CHECK_FALSE(parse_label_filters("label=%zz", error));
+    CHECK_FALSE(parse_label_filters("label=bad-name=x", error));
+}
+
+TEST_CASE("counter keys parse into names and labels", "[render][metrics]") {
+    CounterKey k;
+    REQUIRE(parse_counter_key(R"(auth_failures_total{reason="unknown_key",x="a\"b"})", k));
+    CHECK(k.name == "auth_failures_total");
+    CHECK(k.labels == std::vector<std::pair<std::string, std::string>>{{"reason", "unknown_key"}, {"x", "a\"b"}});
+    REQUIRE(parse_counter_key("sessions_total", k));
+    CHECK(k.labels.empty());
+    for (const char* bad : {"", "1abc", "a b", "x{", "x{a=1}", "x{a=\"1\"", "x{__bad=\"1\"}", "x{a=\"1\"b}"})
+        CHECK_FALSE(parse_counter_key(bad, k));
+}
+
+TEST_CASE("metrics expose targets, tunnels, requests and tunneld counters", "[render][metrics]") {
+    auto entries = sample_entries();
+    auto requests = sample_requests();
+    std::map<std::string, std::uint64_t> counters{{"sessions_total", 7},
+                                                  {R"(auth_failures_total{reason="unknown_key"})", 3},
+                                                  {R"(connects_total{tunnel="web1"})", 4},
+                                                  {R"(takeovers_total{tunnel="web1"})", 1},
+                                                  {"not a valid key", 9}};
+    auto text = render_metrics({entries, counters, requests});
+    CHECK_THAT(text, Catch::Contains("monitoring_proxy_targets 2\n"));
+    CHECK_THAT(text, Catch::Contains("monitoring_proxy_tunnels_connected 1\n"));
+    CHECK_THAT(text, Catch::Contains("monitoring_proxy_tunnel_up{tunnel=\"db\"} 0\n"));
+    CHECK_THAT(text, Catch::Contains("monitoring_proxy_tunnel_up{tunnel=\"web1\"} 1\n"));
+    CHECK_THAT(text, Catch::Contains("monitoring_proxy_tunnel_connected_since_seconds{tunnel=\"web1\"} 1700000000.500\n"));
+    CHECK_THAT(text, Catch::Contains("monitoring_proxy_tunnel_connects_total{tunnel=\"web1\"} 4\n"));
+    CHECK_THAT(text, Catch::Contains("monitoring_proxy_tunnel_takeovers_total{tunnel=\"db\"} 0\n"));
+    CHECK_THAT(text, Catch::Contains("monitoring_proxy_tunnel_responses_total{tunnel=\"web1\",code=\"5xx\"} 1\n"));
+    CHECK_THAT(text, Catch::Contains("monitoring_proxy_tunnel_last_scrape_duration_seconds{tunnel=\"web1\"} 0.012\n"));
+    CHECK_THAT(text, Catch::Contains("monitoring_proxy_requests_total{outcome=\"unknown_target\"} 2\n"));
+    CHECK_THAT(text, Catch::Contains("monitoring_proxy_tunneld_sessions_total 7\n"));
+    CHECK_THAT(text, Catch::Contains("monitoring_proxy_tunneld_auth_failures_total{reason=\"unknown_key\"} 3\n"));
+    CHECK_THAT(text, !Catch::Contains("orphan"));
+    CHECK_THAT(text, !Catch::Contains("not a valid key"));
+
+    // The real promtool agrees it is a valid exposition.
+    const char* promtool = "/usr/bin/promtool";
+    if (std::FILE* f = std::fopen(promtool, "r")) {
+        std::fclose(f);
+        std::string path = "/tmp/mp-render-metrics-" + std::to_string(::getpid()) + ".txt";
+        std::ofstream(path) << text;
+        int rc = std::system((std::string(promtool) + " check metrics < " + path + " > " + path + ".out 2>&1").c_str());
+        std::ifstream out(path + ".out");
+        std::string report((std::istreambuf_iterator<char>(out)), std::istreambuf_iterator<char>());
+        INFO(report);
+        CHECK(rc == 0);
+        std::remove(path.c_str());
+        std::remove((path + ".out").c_str());
+    }
+}
+
+TEST_CASE("the status page puts problems first and escapes everything", "[render][status]") {
+    auto entries = sample_entries();
+    entries[0].target->labels.push_back({"note", "<script>alert(1)</script>"});
+    auto rows = status_rows(entries, sample_requests());
+    REQUIRE(rows.size() == 3);
+    CHECK(rows[0].name == "db");      // not connected
+    CHECK(rows[0].severity == 2);
+    CHECK(rows[1].name == "web1");    // connected, last scrape 502
+    CHECK(rows[1].problem == "last scrape failed (502)");
+    CHECK(rows[2].name == "orphan");  // warning
+    auto html = render_status_html(rows, 1700000200000, 10);
+    CHECK_THAT(html, Catch::Contains("<meta http-equiv=\"refresh\" content=\"10\">"));
+    CHECK_THAT(html, Catch::Contains("&lt;script&gt;"));
+    CHECK_THAT(html, !Catch::Contains("<script>"));
+    CHECK_THAT(html, !Catch::Contains("http://"));  // no external assets
+    CHECK(html.find("data-target=\"db\"") < html.find("data-target=\"web1\""));
+    auto json = render_status_json(rows, 1700000200000);
+    CHECK_THAT(json, Catch::Contains(R"x("name":"web1","declared":true,"state":"connected","problem":"last scrape failed (502)")x"));
+    CHECK_THAT(json, Catch::Contains(R"("last_scrape":{"time":"2023-11-14T22:15:00Z","status":502,"duration_ms":12})"));
+}
