@@ -49,3 +49,49 @@ def test_demo_command_starts_a_scrapeable_stack(workdir):
                               text=True, timeout=60)
     assert stop.returncode == 0 and "stopped" in stop.stdout
     assert not mp.port_open(http)
+
+
+def fenced(lang, containing=""):
+    text = open(README).read()
+    blocks = re.findall(rf"```{lang}\n(.*?)```", text, re.S)
+    return [b for b in blocks if containing in b]
+
+
+def test_prometheus_config_passes_promtool(workdir):
+    (block,) = fenced("yaml", "http_sd_configs")
+    path = os.path.join(workdir, "prometheus.yml")
+    open(path, "w").write(block)
+    check = subprocess.run(["promtool", "check", "config", path], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_nginx_config_passes_nginx_t(workdir):
+    (block,) = fenced("nginx", "tunnel_registry")
+    registry = os.path.join(workdir, "registry")
+    subprocess.run([mp.program("tunnelctl"), "--registry", registry, "--registry-group", "nogroup", "ls"],
+                   check=True, capture_output=True)
+    conf = (block.replace("modules/ngx_http_tunnel_module.so", mp.program("ngx_http_tunnel_module.so"))
+            .replace("/var/lib/monitoring-proxy/registry", registry)
+            .replace("listen 80;", f"listen 127.0.0.1:{mp.free_port()};"))
+    os.makedirs(os.path.join(workdir, "nginx", "logs"))
+    path = os.path.join(workdir, "nginx", "nginx.conf")
+    open(path, "w").write(f"pid {workdir}/nginx/nginx.pid;\nerror_log stderr;\n" + conf)
+    check = subprocess.run(["/usr/sbin/nginx", "-p", os.path.join(workdir, "nginx"), "-c", path, "-e", "stderr", "-t"],
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_host_side_commands_are_valid(workdir):
+    ssh_lines = [b for b in fenced("sh", "ssh -N")]
+    assert ssh_lines
+    for block in ssh_lines:
+        args = block.replace("\\\n", " ").split()
+        assert args[:2] == ["ssh", "-N"]
+        # ssh -G parses every option and prints the resulting configuration without connecting anywhere.
+        check = subprocess.run(["ssh", "-G", *args[1:]], capture_output=True, text=True)
+        assert check.returncode == 0, check.stderr
+    (unit,) = fenced("ini", "autossh")
+    path = os.path.join(workdir, "monitoring-proxy-tunnel.service")
+    open(path, "w").write(unit.split("\n", 1)[1])  # drop the "# /etc/systemd/..." comment line
+    check = subprocess.run(["systemd-analyze", "verify", path], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
