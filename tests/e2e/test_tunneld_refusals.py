@@ -156,3 +156,29 @@ def test_user_flag_refuses_other_login_names(procs, workdir):
     t.wait_log("reason=user")
     t.ssh(key, "web:80:localhost:1", user="tunnel")
     mp.wait_until(lambda: t.connected("web"), 10, what="web connected as tunnel")
+
+
+def test_unauthenticated_connection_cap_and_recovery(procs, workdir, exporter):
+    t = Tunneld(procs, workdir)
+    key = keygen(workdir, "k")
+    t.tunnelctl("add", "web", "--key-file", key + ".pub")
+    t.start()
+    idle = []
+    try:
+        for _ in range(256):  # tunneld's cap on connections that have not authenticated
+            idle.append(socket.create_connection(("127.0.0.1", t.port), timeout=5))
+        mp.wait_until(lambda: t.log().count("connect client=") >= 256, 20, what="256 connections handed over")
+        extra = socket.create_connection(("127.0.0.1", t.port), timeout=5)
+        try:
+            extra.settimeout(5)
+            assert extra.recv(100) == b""  # closed at once, before any SSH banner
+        finally:
+            extra.close()
+        t.wait_log("too many unauthenticated connections")
+    finally:
+        for s in idle:
+            s.close()
+    # The idle connections are gone: the counter came back down and a real client gets in.
+    mp.wait_until(lambda: t.log().count("disconnect client=") >= 256, 20, what="idle connections closed")
+    t.ssh(key, f"web:80:localhost:{exporter.port}")
+    mp.wait_until(lambda: t.connected("web"), 10, what="normal client accepted after the storm")
