@@ -1,7 +1,7 @@
+#include <catch2/catch.hpp>
+
 #include "address_match.hpp"
 #include "authorized_keys.hpp"
-
-#include <catch2/catch.hpp>
 
 using tunneld::parse_authorized_keys;
 
@@ -12,8 +12,8 @@ const char* kRsaTypeOnly = "AAAAB3NzaC1yc2EAAAADAQABAAAAAQC/";  // "ssh-rsa" + s
 }  // namespace
 
 TEST_CASE("plain keys, comments and blank lines", "[tunneld][authorized_keys]") {
-    std::string text = std::string("# comment\n\nssh-ed25519 ") + kEd + " host-a@example\r\n" +
-                       "ssh-rsa " + kRsaTypeOnly + "\n";
+    std::string text =
+        std::string("# comment\n\nssh-ed25519 ") + kEd + " host-a@example\r\n" + "ssh-rsa " + kRsaTypeOnly + "\n";
     auto r = parse_authorized_keys(text, "ak");
     REQUIRE(r.errors.empty());
     REQUIRE(r.keys.size() == 2);
@@ -26,8 +26,10 @@ TEST_CASE("plain keys, comments and blank lines", "[tunneld][authorized_keys]") 
 }
 
 TEST_CASE("from, permitlisten and restrict are understood", "[tunneld][authorized_keys]") {
-    std::string text = std::string(R"(from="10.0.0.0/8,!10.1.2.3,192.168.*",permitlisten="web:80",permitlisten="20001",restrict ssh-ed25519 )") +
-                       kEd + " c\n";
+    std::string text =
+        std::string(
+            R"(from="10.0.0.0/8,!10.1.2.3,192.168.*",permitlisten="web:80",permitlisten="20001",restrict ssh-ed25519 )") +
+        kEd + " c\n";
     auto r = parse_authorized_keys(text, "ak");
     REQUIRE(r.errors.empty());
     REQUIRE(r.keys.size() == 1);
@@ -50,15 +52,15 @@ TEST_CASE("restrict alone and no-port-forwarding forbid forwards", "[tunneld][au
 
 TEST_CASE("unknown options and bad lines are reported as FILE:LINE and skipped", "[tunneld][authorized_keys]") {
     std::string text = std::string("command=\"/bin/sh\" ssh-ed25519 ") + kEd + "\n" +  // 1 unsupported option
-                       "ssh-ed25519 " + kEd + " ok\n" +                                   // 2 fine
-                       "ssh-ed25519 not-base64!\n" +                                       // 3 bad base64
-                       "ssh-rsa " + kEd + "\n" +                                           // 4 type mismatch
-                       "from=\"10.0.0.1/8\" ssh-ed25519 " + kEd + "\n" +                   // 5 host bits set
-                       "from=\"unterminated ssh-ed25519 " + kEd + "\n" +                   // 6 unterminated
-                       "ssh-dss AAAAB3NzaC1kc3M=\n" +                                      // 7 unsupported type
-                       "permitlisten=\"x:http\" ssh-ed25519 " + kEd + "\n" +               // 8 bad port
-                       "ssh-ed25519\n" +                                                   // 9 no key data
-                       "garbage\n";                                                        // 10 no type
+                       "ssh-ed25519 " + kEd + " ok\n" +                                // 2 fine
+                       "ssh-ed25519 not-base64!\n" +                                   // 3 bad base64
+                       "ssh-rsa " + kEd + "\n" +                                       // 4 type mismatch
+                       "from=\"10.0.0.1/8\" ssh-ed25519 " + kEd + "\n" +               // 5 host bits set
+                       "from=\"unterminated ssh-ed25519 " + kEd + "\n" +               // 6 unterminated
+                       "ssh-dss AAAAB3NzaC1kc3M=\n" +                                  // 7 unsupported type
+                       "permitlisten=\"x:http\" ssh-ed25519 " + kEd + "\n" +           // 8 bad port
+                       "ssh-ed25519\n" +                                               // 9 no key data
+                       "garbage\n";                                                    // 10 no type
     auto r = parse_authorized_keys(text, "/etc/tunneld/authorized_keys");
     REQUIRE(r.keys.size() == 1);
     CHECK(r.keys[0].line == 2);
@@ -125,9 +127,15 @@ TEST_CASE("mutated valid files never crash and never yield a key with a bad blob
         for (int e = 0; e < edits; ++e) {
             std::size_t pos = next() % text.size();
             switch (next() % 3) {
-                case 0: text[pos] = static_cast<char>(next() & 0xff); break;
-                case 1: text.erase(pos, 1 + next() % 8); break;
-                default: text = text.substr(0, pos) + "\",= \\\n#"[next() % 7] + text.substr(pos); break;
+                case 0:
+                    text[pos] = static_cast<char>(next() & 0xff);
+                    break;
+                case 1:
+                    text.erase(pos, 1 + next() % 8);
+                    break;
+                default:
+                    text = text.substr(0, pos) + "\",= \\\n#"[next() % 7] + text.substr(pos);
+                    break;
             }
             if (text.empty()) text = "x";
         }

@@ -1,11 +1,10 @@
+#include <catch2/catch.hpp>
+#include <map>
+#include <set>
+
 #include "forward_policy.hpp"
 #include "options.hpp"
 #include "port_allocator.hpp"
-
-#include <catch2/catch.hpp>
-
-#include <map>
-#include <set>
 
 using monitoring_proxy::registry::TargetRecord;
 using namespace tunneld;
@@ -50,9 +49,15 @@ World make_world() {
     return w;
 }
 
-KeyGrant key_a() { return KeyGrant{kFpA, {"web", "far"}, false, {}, true}; }
-KeyGrant key_b() { return KeyGrant{kFpB, {"db"}, false, {}, true}; }
-KeyGrant shared_key() { return KeyGrant{"SHA256:ccccccccccccccccccccccccccccccccccccccccccc", {}, true, {}, true}; }
+KeyGrant key_a() {
+    return KeyGrant{kFpA, {"web", "far"}, false, {}, true};
+}
+KeyGrant key_b() {
+    return KeyGrant{kFpB, {"db"}, false, {}, true};
+}
+KeyGrant shared_key() {
+    return KeyGrant{"SHA256:ccccccccccccccccccccccccccccccccccccccccccc", {}, true, {}, true};
+}
 
 }  // namespace
 
@@ -180,8 +185,7 @@ TEST_CASE("command line", "[tunneld][options]") {
     CHECK_THROWS_AS(parse_options({"--bogus"}), UsageError);
     std::string help = usage_text();
     for (const char* flag : {"--listen", "--registry", "--host-key-dir", "--authorized-keys", "--port-range",
-                             "--keepalive", "--keepalive-max", "--allow-undeclared", "--user", "--help",
-                             "--version"}) {
+                             "--keepalive", "--keepalive-max", "--allow-undeclared", "--user", "--help", "--version"}) {
         CHECK(help.find(flag) != std::string::npos);
     }
 }

@@ -1,8 +1,5 @@
 #include "acceptor.hpp"
 
-#include "log.hpp"
-#include "worker.hpp"
-
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -14,6 +11,9 @@
 #include <cerrno>
 #include <cstring>
 #include <stdexcept>
+
+#include "log.hpp"
+#include "worker.hpp"
 
 namespace tunneld {
 
@@ -106,10 +106,12 @@ void Acceptor::run() noexcept {
             }
             ssh_session session = ssh_new();
             if (session == nullptr || ssh_bind_accept_fd(bind_, session, fd) != SSH_OK) {
-                log_line("connect refused client=" + client + " reason=" +
-                         log_quote(session ? ssh_get_error(bind_) : "out of memory"));
-                if (session) ssh_free(session);  // owns the fd once ssh_bind_accept_fd has seen it
-                else close(fd);
+                log_line("connect refused client=" + client +
+                         " reason=" + log_quote(session ? ssh_get_error(bind_) : "out of memory"));
+                if (session)
+                    ssh_free(session);  // owns the fd once ssh_bind_accept_fd has seen it
+                else
+                    close(fd);
                 continue;
             }
             ctx_.unauthenticated.fetch_add(1);

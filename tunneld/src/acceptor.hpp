@@ -3,11 +3,11 @@
 // worker.
 #pragma once
 
-#include "server_context.hpp"
-
 #include <libssh/server.h>
 
 #include <thread>
+
+#include "server_context.hpp"
 
 namespace tunneld {
 

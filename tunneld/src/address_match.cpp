@@ -124,7 +124,7 @@ bool address_matches_patterns(const std::vector<std::string>& entries, std::stri
         bool negated = !entry.empty() && entry.front() == '!';
         if (negated) entry.remove_prefix(1);
         bool match = entry.find('/') != std::string_view::npos ? cidr_contains(parse_cidr(entry), addr)
-                                                              : wildcard_match(entry, address);
+                                                               : wildcard_match(entry, address);
         if (match && negated) return false;
         if (match) allowed = true;
     }

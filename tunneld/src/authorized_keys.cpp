@@ -1,31 +1,35 @@
 #include "authorized_keys.hpp"
 
-#include "address_match.hpp"
-
 #include <array>
 #include <charconv>
 #include <cstdint>
 #include <optional>
+
+#include "address_match.hpp"
 
 namespace tunneld {
 namespace {
 
 constexpr std::size_t kMaxLineLength = 16 * 1024;
 
-constexpr std::array<std::string_view, 5> kSupportedTypes = {
-    "ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "ssh-rsa"};
+constexpr std::array<std::string_view, 5> kSupportedTypes = {"ssh-ed25519", "ecdsa-sha2-nistp256",
+                                                             "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "ssh-rsa"};
 
 // Types OpenSSH knows but tunneld does not authenticate with: recognised so the line is not misread as options.
 constexpr std::array<std::string_view, 4> kKnownUnsupportedTypes = {
     "ssh-dss", "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com", "ssh-xmss@openssh.com"};
 
 bool known_key_type(std::string_view t) {
-    for (auto s : kSupportedTypes) if (t == s) return true;
-    for (auto s : kKnownUnsupportedTypes) if (t == s) return true;
+    for (auto s : kSupportedTypes)
+        if (t == s) return true;
+    for (auto s : kKnownUnsupportedTypes)
+        if (t == s) return true;
     return t.size() > 21 && t.substr(t.size() - 21) == "-cert-v01@openssh.com";
 }
 
-bool is_space(char c) { return c == ' ' || c == '\t'; }
+bool is_space(char c) {
+    return c == ' ' || c == '\t';
+}
 
 std::string_view trim(std::string_view s) {
     while (!s.empty() && (is_space(s.front()) || s.front() == '\r')) s.remove_prefix(1);
@@ -158,9 +162,7 @@ std::string apply_options(const std::vector<Option>& options, AuthorizedKey& key
     bool restricted = false, forwarding_off = false, forwarding_on = false, have_from = false;
     for (const auto& o : options) {
         const std::string& n = o.name;
-        auto flag_only = [&]() -> std::string {
-            return o.value ? "option " + n + " takes no value" : std::string{};
-        };
+        auto flag_only = [&]() -> std::string { return o.value ? "option " + n + " takes no value" : std::string{}; };
         if (n == "from") {
             if (!o.value || o.value->empty()) return "from= needs a pattern list";
             if (have_from) return "from= given twice";
@@ -192,15 +194,18 @@ std::string apply_options(const std::vector<Option>& options, AuthorizedKey& key
     }
     // restrict keeps permitlisten'd forwards usable: for tunneld a key without any forward would be pointless,
     // and permitlisten is the explicit statement of what the key may do.
-    if (forwarding_off) key.forwarding_allowed = false;
-    else if (restricted) key.forwarding_allowed = forwarding_on || !key.permitlisten.empty();
+    if (forwarding_off)
+        key.forwarding_allowed = false;
+    else if (restricted)
+        key.forwarding_allowed = forwarding_on || !key.permitlisten.empty();
     return {};
 }
 
 }  // namespace
 
 bool supported_key_type(std::string_view type) noexcept {
-    for (auto s : kSupportedTypes) if (type == s) return true;
+    for (auto s : kSupportedTypes)
+        if (type == s) return true;
     return false;
 }
 

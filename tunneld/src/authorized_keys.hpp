@@ -17,8 +17,8 @@ namespace tunneld {
 
 struct AuthorizedKey {
     std::size_t line = 0;
-    std::string type;                       // "ssh-ed25519", "ecdsa-sha2-nistp256", "ssh-rsa", ...
-    std::string blob_base64;                // compared with the client's key blob
+    std::string type;         // "ssh-ed25519", "ecdsa-sha2-nistp256", "ssh-rsa", ...
+    std::string blob_base64;  // compared with the client's key blob
     std::string comment;
     std::vector<std::string> from;          // host pattern entries; empty: any address
     std::vector<std::string> permitlisten;  // "[host:]port" entries; empty: no restriction
@@ -27,7 +27,7 @@ struct AuthorizedKey {
 
 struct AuthorizedKeys {
     std::vector<AuthorizedKey> keys;
-    std::vector<std::string> errors;        // "FILE:LINE: message", one per skipped line
+    std::vector<std::string> errors;  // "FILE:LINE: message", one per skipped line
 };
 
 AuthorizedKeys parse_authorized_keys(std::string_view text, std::string_view file_name);

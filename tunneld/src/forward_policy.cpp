@@ -1,9 +1,9 @@
 #include "forward_policy.hpp"
 
+#include <algorithm>
+
 #include "authorized_keys.hpp"
 #include "monitoring_proxy/names.hpp"
-
-#include <algorithm>
 
 namespace tunneld {
 namespace {
@@ -57,8 +57,9 @@ ForwardDecision decide_forward(const ForwardRequest& request, const KeyGrant& ke
     const auto& range = config.range;
     if (request.bind_port > 65535) return refuse("invalid", "port " + std::to_string(request.bind_port) + " > 65535");
     if (!key.forwarding_allowed) {
-        return refuse("no_port_forwarding", "authorized_keys forbids port forwarding for this key (restrict / "
-                                            "no-port-forwarding without permitlisten)");
+        return refuse("no_port_forwarding",
+                      "authorized_keys forbids port forwarding for this key (restrict / "
+                      "no-port-forwarding without permitlisten)");
     }
     if (!key.permitlisten.empty()) {
         bool ok = std::any_of(key.permitlisten.begin(), key.permitlisten.end(), [&](const std::string& e) {
@@ -74,7 +75,8 @@ ForwardDecision decide_forward(const ForwardRequest& request, const KeyGrant& ke
         // Named forward: -R NAME:PORT:host:port. The requested port is echoed back in channel opens only.
         const std::string& name = request.bind_address;
         if (!monitoring_proxy::valid_target_name(name)) {
-            return refuse("invalid_name", "\"" + name.substr(0, 80) + "\" is neither an address nor a valid target name (" +
+            return refuse("invalid_name", "\"" + name.substr(0, 80) +
+                                              "\" is neither an address nor a valid target name (" +
                                               monitoring_proxy::kTargetNameRule + ")");
         }
         if (auto record = lookup_target(name)) return decide_declared(name, *record, key, range);
@@ -82,8 +84,10 @@ ForwardDecision decide_forward(const ForwardRequest& request, const KeyGrant& ke
             return refuse("undeclared", "target \"" + name + "\" is not declared (tunnelctl add " + name + ")");
         }
         if (!key.from_authorized_keys) {
-            return refuse("not_bound", "only authorized_keys keys may declare new names; this key may serve only its "
-                                       "bound targets, not \"" + name + "\"");
+            return refuse("not_bound",
+                          "only authorized_keys keys may declare new names; this key may serve only its "
+                          "bound targets, not \"" +
+                              name + "\"");
         }
         ForwardDecision d;
         d.allowed = true;
@@ -95,9 +99,9 @@ ForwardDecision decide_forward(const ForwardRequest& request, const KeyGrant& ke
     if (request.bind_port == 0) {
         // -R 0:host:port: the key names its target by being bound to exactly one.
         if (key.bound_targets.size() != 1) {
-            return refuse("ambiguous_port0",
-                          "-R 0:... needs a key bound to exactly one target (this key has " +
-                              std::to_string(key.bound_targets.size()) + "); use -R NAME:80:host:port");
+            return refuse("ambiguous_port0", "-R 0:... needs a key bound to exactly one target (this key has " +
+                                                 std::to_string(key.bound_targets.size()) +
+                                                 "); use -R NAME:80:host:port");
         }
         const std::string& name = key.bound_targets.front();
         auto record = lookup_target(name);

@@ -3,14 +3,14 @@
 // registry handles: lookups are passed in, so every rule is unit-tested.
 #pragma once
 
-#include "monitoring_proxy/registry_schema.hpp"
-
 #include <cstdint>
 #include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "monitoring_proxy/registry_schema.hpp"
 
 namespace tunneld {
 

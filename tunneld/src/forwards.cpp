@@ -1,8 +1,5 @@
 // tcpip-forward and cancel-tcpip-forward. One function handles a forward request in the order the design asks
 // for: validate, check permission, bind 127.0.0.1, record in the registry, reply.
-#include "log.hpp"
-#include "worker.hpp"
-
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -13,6 +10,9 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+
+#include "log.hpp"
+#include "worker.hpp"
 
 namespace tunneld {
 
@@ -139,12 +139,15 @@ int Worker::handle_tcpip_forward(Session& s, ssh_message msg) {
             } else if (try_bind(decision.fixed_port)) {
                 port = decision.fixed_port;
             } else {
-                failure = "cannot listen on 127.0.0.1:" + std::to_string(decision.fixed_port) + ": " + std::strerror(err);
+                failure =
+                    "cannot listen on 127.0.0.1:" + std::to_string(decision.fixed_port) + ": " + std::strerror(err);
             }
         } else {
             std::optional<std::uint16_t> preferred;
-            if (previous) preferred = previous->port;
-            else if (auto it = ctx_.last_port.find(decision.target); it != ctx_.last_port.end()) preferred = it->second;
+            if (previous)
+                preferred = previous->port;
+            else if (auto it = ctx_.last_port.find(decision.target); it != ctx_.last_port.end())
+                preferred = it->second;
             port = ctx_.allocator.allocate(in_use, try_bind, preferred);
             if (!port) failure = "no free port in --port-range";
         }
@@ -175,7 +178,8 @@ int Worker::handle_tcpip_forward(Session& s, ssh_message msg) {
             }
         }
     }
-    if (forward->listen_fd < 0) return refuse(failure.rfind("registry", 0) == 0 ? "registry_error" : "bind_failed", failure);
+    if (forward->listen_fd < 0)
+        return refuse(failure.rfind("registry", 0) == 0 ? "registry_error" : "bind_failed", failure);
 
     forward->channel_port = request.bind_port != 0 ? request.bind_port : forward->port;
     epoll_event ev{};
@@ -256,8 +260,8 @@ void Worker::remove_forward(Forward& f, const std::string& why) {
     }
     Session& s = *f.session;
     log_line("forward removed client=" + s.client + " fingerprint=" + s.fingerprint + " target=" + f.target +
-             " port=" + std::to_string(f.port) + " reason=" + log_quote(why) + " connections=" +
-             std::to_string(f.connects) + (owned ? "" : " registry=kept(newer session)"));
+             " port=" + std::to_string(f.port) + " reason=" + log_quote(why) +
+             " connections=" + std::to_string(f.connects) + (owned ? "" : " registry=kept(newer session)"));
 }
 
 void Worker::accept_connections(Forward& f) {

@@ -1,13 +1,13 @@
 #include "host_keys.hpp"
 
-#include "key_identity.hpp"
-#include "log.hpp"
-
 #include <sys/stat.h>
 
 #include <algorithm>
 #include <filesystem>
 #include <stdexcept>
+
+#include "key_identity.hpp"
+#include "log.hpp"
 
 namespace tunneld {
 namespace fs = std::filesystem;
@@ -20,7 +20,8 @@ bool is_host_key_name(const std::string& name) {
 
 void generate_ed25519(const std::string& path) {
     ssh_key key = nullptr;
-    if (ssh_pki_generate(SSH_KEYTYPE_ED25519, 0, &key) != SSH_OK) throw std::runtime_error("cannot generate an ed25519 host key");
+    if (ssh_pki_generate(SSH_KEYTYPE_ED25519, 0, &key) != SSH_OK)
+        throw std::runtime_error("cannot generate an ed25519 host key");
     mode_t old = umask(077);  // the private key file must never exist with a wider mode
     int rc = ssh_pki_export_privkey_file(key, nullptr, nullptr, nullptr, path.c_str());
     umask(old);

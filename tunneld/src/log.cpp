@@ -16,9 +16,9 @@ void log_line(std::string_view text) noexcept {
         std::tm tm{};
         gmtime_r(&secs, &tm);
         char head[80];
-        int n = std::snprintf(head, sizeof head, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ tunneld[%d]: ",
-                              tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                              static_cast<int>(ms % 1000), static_cast<int>(getpid()));
+        int n = std::snprintf(head, sizeof head, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ tunneld[%d]: ", tm.tm_year + 1900,
+                              tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms % 1000),
+                              static_cast<int>(getpid()));
         std::string line(head, n > 0 ? static_cast<std::size_t>(n) : 0);
         line.append(text);
         line.push_back('\n');

@@ -1,12 +1,5 @@
 // tunneld: accepts SSH connections that only carry reverse port forwards and records each live forward in the
 // monitoring-proxy registry. Threads: main (signals, counter flushes), one acceptor, a few workers.
-#include "acceptor.hpp"
-#include "host_keys.hpp"
-#include "log.hpp"
-#include "options.hpp"
-#include "server_context.hpp"
-#include "worker.hpp"
-
 #include <libssh/libssh.h>
 #include <libssh/server.h>
 
@@ -15,6 +8,13 @@
 #include <ctime>
 #include <iostream>
 #include <thread>
+
+#include "acceptor.hpp"
+#include "host_keys.hpp"
+#include "log.hpp"
+#include "options.hpp"
+#include "server_context.hpp"
+#include "worker.hpp"
 
 #ifndef TUNNELD_VERSION
 #define TUNNELD_VERSION "0.0.0"
@@ -76,13 +76,14 @@ int run(const Options& options) {
                          "rsa-sha2-512,rsa-sha2-256");
     load_host_keys(bind, options.host_key_dir);
 
-    for (unsigned i = 0; i < worker_count(); ++i) ctx->workers.push_back(std::make_unique<Worker>(*ctx, static_cast<int>(i)));
+    for (unsigned i = 0; i < worker_count(); ++i)
+        ctx->workers.push_back(std::make_unique<Worker>(*ctx, static_cast<int>(i)));
     Acceptor acceptor(*ctx, bind);
     for (auto& w : ctx->workers) w->start();
     acceptor.start();
     log_line("started version=" TUNNELD_VERSION " listen=" + options.listen_host + ":" +
-             std::to_string(options.listen_port) + " registry=" + open_options.dir + " port_range=" +
-             std::to_string(options.port_range.lo) + "-" + std::to_string(options.port_range.hi) +
+             std::to_string(options.listen_port) + " registry=" + open_options.dir +
+             " port_range=" + std::to_string(options.port_range.lo) + "-" + std::to_string(options.port_range.hi) +
              " workers=" + std::to_string(ctx->workers.size()) + " instance=" + std::to_string(ctx->instance_id) +
              " keepalive=" + std::to_string(options.keepalive_seconds) + "x" + std::to_string(options.keepalive_max));
 

@@ -17,7 +17,8 @@ unsigned parse_number(const std::string& flag, const std::string& text, unsigned
 
 void parse_listen(const std::string& text, Options& o) {
     auto colon = text.rfind(':');
-    if (colon == std::string::npos || colon == 0) throw UsageError("--listen: expected ADDR:PORT, got \"" + text + "\"");
+    if (colon == std::string::npos || colon == 0)
+        throw UsageError("--listen: expected ADDR:PORT, got \"" + text + "\"");
     std::string host = text.substr(0, colon);
     if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
     o.listen_host = host;
@@ -54,20 +55,34 @@ Options parse_options(const std::vector<std::string>& args) {
         auto no_value = [&]() {
             if (has_inline) throw UsageError(flag + " takes no value");
         };
-        if (flag == "--help" || flag == "-h") { no_value(); o.help = true; }
-        else if (flag == "--version") { no_value(); o.version = true; }
-        else if (flag == "--allow-undeclared") { no_value(); o.allow_undeclared = true; }
-        else if (flag == "--listen") parse_listen(take(), o);
-        else if (flag == "--registry") o.registry_flag = take();
-        else if (flag == "--host-key-dir") o.host_key_dir = take();
-        else if (flag == "--authorized-keys") o.authorized_keys = take();
-        else if (flag == "--port-range") parse_range(take(), o);
-        else if (flag == "--keepalive") o.keepalive_seconds = parse_number(flag, take(), 1, 3600);
-        else if (flag == "--keepalive-max") o.keepalive_max = parse_number(flag, take(), 1, 100);
+        if (flag == "--help" || flag == "-h") {
+            no_value();
+            o.help = true;
+        } else if (flag == "--version") {
+            no_value();
+            o.version = true;
+        } else if (flag == "--allow-undeclared") {
+            no_value();
+            o.allow_undeclared = true;
+        } else if (flag == "--listen")
+            parse_listen(take(), o);
+        else if (flag == "--registry")
+            o.registry_flag = take();
+        else if (flag == "--host-key-dir")
+            o.host_key_dir = take();
+        else if (flag == "--authorized-keys")
+            o.authorized_keys = take();
+        else if (flag == "--port-range")
+            parse_range(take(), o);
+        else if (flag == "--keepalive")
+            o.keepalive_seconds = parse_number(flag, take(), 1, 3600);
+        else if (flag == "--keepalive-max")
+            o.keepalive_max = parse_number(flag, take(), 1, 100);
         else if (flag == "--user") {
             o.user = take();
             if (o.user.empty()) throw UsageError("--user needs a non-empty name");
-        } else throw UsageError("unknown argument \"" + flag + "\" (see --help)");
+        } else
+            throw UsageError("unknown argument \"" + flag + "\" (see --help)");
     }
     return o;
 }

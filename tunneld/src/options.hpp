@@ -1,11 +1,11 @@
 // tunneld's command line. Pure parsing: usage errors throw UsageError with a message naming the flag.
 #pragma once
 
-#include "forward_policy.hpp"
-
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include "forward_policy.hpp"
 
 namespace tunneld {
 
@@ -17,14 +17,14 @@ public:
 struct Options {
     std::string listen_host = "0.0.0.0";
     std::uint16_t listen_port = 22;
-    std::string registry_flag;             // empty: $MONITORING_PROXY_REGISTRY or the default
+    std::string registry_flag;  // empty: $MONITORING_PROXY_REGISTRY or the default
     std::string host_key_dir = "/etc/ssh";
-    std::string authorized_keys;           // empty: registry-bound keys only
-    PortRange port_range;                  // 20000-29999
+    std::string authorized_keys;  // empty: registry-bound keys only
+    PortRange port_range;         // 20000-29999
     unsigned keepalive_seconds = 15;
     unsigned keepalive_max = 3;
     bool allow_undeclared = false;
-    std::string user;                      // empty: any login name
+    std::string user;  // empty: any login name
     bool help = false;
     bool version = false;
 };

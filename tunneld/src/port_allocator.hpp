@@ -1,11 +1,11 @@
 // Picks a loopback port for a tunnel inside --port-range. Pure logic: "in use by us" and "bind it" are passed in.
 #pragma once
 
-#include "forward_policy.hpp"
-
 #include <cstdint>
 #include <functional>
 #include <optional>
+
+#include "forward_policy.hpp"
 
 namespace tunneld {
 

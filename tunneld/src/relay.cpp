@@ -1,9 +1,6 @@
 // Relaying one TCP connection accepted on a tunnel port through a forwarded-tcpip channel, both ways, with flow
 // control: TCP is read only while the client's window is open, and channel data the socket cannot take stays
 // in libssh's buffer (its window then stops growing) until EPOLLOUT.
-#include "log.hpp"
-#include "worker.hpp"
-
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -12,10 +9,13 @@
 #include <cerrno>
 #include <cstring>
 
+#include "log.hpp"
+#include "worker.hpp"
+
 namespace tunneld {
 
 namespace {
-constexpr int kMaxReadsPerEvent = 8;   // fairness between relays of one worker
+constexpr int kMaxReadsPerEvent = 8;  // fairness between relays of one worker
 }
 
 void Worker::queue_relay(Relay& r) {
@@ -172,7 +172,8 @@ void Worker::relay_writable(Relay& r) {
         }
         // The data callback left bytes in the channel buffer: they only come back with the next packet unless
         // read here.
-        int n = ssh_channel_read_nonblocking(r.channel, scratch_.data(), static_cast<std::uint32_t>(scratch_.size()), 0);
+        int n =
+            ssh_channel_read_nonblocking(r.channel, scratch_.data(), static_cast<std::uint32_t>(scratch_.size()), 0);
         if (n == SSH_ERROR) {
             if (r.chan_closed || r.chan_eof) {
                 r.tcp_blocked = false;
@@ -264,7 +265,7 @@ int Worker::on_channel_data(ssh_session, ssh_channel, void* data, uint32_t len, 
                             void* userdata) noexcept {
     auto& r = *static_cast<Relay*>(userdata);
     if (r.dead || r.fd < 0 || is_stderr) return static_cast<int>(len);  // nobody to deliver to: discard
-    if (r.tcp_blocked || !r.to_tcp.empty()) return 0;                     // keep order: drain first
+    if (r.tcp_blocked || !r.to_tcp.empty()) return 0;                   // keep order: drain first
     ssize_t n = send(r.fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n < 0) {
         if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {

@@ -1,19 +1,18 @@
 #include "server_context.hpp"
 
-#include "address_match.hpp"
-#include "log.hpp"
-#include "worker.hpp"
-
 #include <chrono>
 #include <fstream>
 #include <random>
 #include <sstream>
 
+#include "address_match.hpp"
+#include "log.hpp"
+#include "worker.hpp"
+
 namespace tunneld {
 
 std::int64_t now_unix_ms() {
-    return std::chrono::duration_cast<std::chrono::milliseconds>(
-               std::chrono::system_clock::now().time_since_epoch())
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
         .count();
 }
 

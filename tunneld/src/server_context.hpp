@@ -2,13 +2,6 @@
 // table of live tunnels this instance owns, counters, the current authorized_keys.
 #pragma once
 
-#include "authorized_keys.hpp"
-#include "forward_policy.hpp"
-#include "options.hpp"
-#include "port_allocator.hpp"
-
-#include "monitoring_proxy/registry.hpp"
-
 #include <atomic>
 #include <cstdint>
 #include <map>
@@ -17,6 +10,12 @@
 #include <optional>
 #include <string>
 #include <vector>
+
+#include "authorized_keys.hpp"
+#include "forward_policy.hpp"
+#include "monitoring_proxy/registry.hpp"
+#include "options.hpp"
+#include "port_allocator.hpp"
 
 namespace tunneld {
 

@@ -1,11 +1,11 @@
 // Everything a client asks for, answered from libssh's message callback: authentication, channel opens,
 // channel requests, global requests. Only publickey authentication and tcpip-forward / cancel-tcpip-forward are
 // granted; every refusal is logged with the client address and key fingerprint.
+#include <cstring>
+
 #include "key_identity.hpp"
 #include "log.hpp"
 #include "worker.hpp"
-
-#include <cstring>
 
 namespace tunneld {
 
@@ -20,24 +20,37 @@ constexpr const char* kSessionRefusal =
 
 const char* channel_type_name(int subtype) {
     switch (subtype) {
-        case SSH_CHANNEL_SESSION: return "session";
-        case SSH_CHANNEL_DIRECT_TCPIP: return "direct-tcpip";
-        case SSH_CHANNEL_FORWARDED_TCPIP: return "forwarded-tcpip";
-        case SSH_CHANNEL_X11: return "x11";
-        case SSH_CHANNEL_AUTH_AGENT: return "auth-agent";
-        default: return "unknown(direct-streamlocal?)";
+        case SSH_CHANNEL_SESSION:
+            return "session";
+        case SSH_CHANNEL_DIRECT_TCPIP:
+            return "direct-tcpip";
+        case SSH_CHANNEL_FORWARDED_TCPIP:
+            return "forwarded-tcpip";
+        case SSH_CHANNEL_X11:
+            return "x11";
+        case SSH_CHANNEL_AUTH_AGENT:
+            return "auth-agent";
+        default:
+            return "unknown(direct-streamlocal?)";
     }
 }
 
 const char* auth_method_name(int subtype) {
     switch (subtype) {
-        case SSH_AUTH_METHOD_NONE: return "none";
-        case SSH_AUTH_METHOD_PASSWORD: return "password";
-        case SSH_AUTH_METHOD_PUBLICKEY: return "publickey";
-        case SSH_AUTH_METHOD_HOSTBASED: return "hostbased";
-        case SSH_AUTH_METHOD_INTERACTIVE: return "keyboard-interactive";
-        case SSH_AUTH_METHOD_GSSAPI_MIC: return "gssapi";
-        default: return "unknown";
+        case SSH_AUTH_METHOD_NONE:
+            return "none";
+        case SSH_AUTH_METHOD_PASSWORD:
+            return "password";
+        case SSH_AUTH_METHOD_PUBLICKEY:
+            return "publickey";
+        case SSH_AUTH_METHOD_HOSTBASED:
+            return "hostbased";
+        case SSH_AUTH_METHOD_INTERACTIVE:
+            return "keyboard-interactive";
+        case SSH_AUTH_METHOD_GSSAPI_MIC:
+            return "gssapi";
+        default:
+            return "unknown";
     }
 }
 
@@ -49,8 +62,8 @@ int Worker::on_message(ssh_session, ssh_message msg, void* userdata) noexcept {
         if (s->closing) return 1;
         return s->worker->handle_message(*s, msg);
     } catch (const std::exception& e) {
-        log_line("error client=" + s->client + " fingerprint=" + s->fingerprint + " while handling a message: " +
-                 e.what());
+        log_line("error client=" + s->client + " fingerprint=" + s->fingerprint +
+                 " while handling a message: " + e.what());
     } catch (...) {
         log_line("error client=" + s->client + " unknown exception while handling a message");
     }
@@ -178,8 +191,9 @@ int Worker::handle_channel_request(Session& s, ssh_message msg) {
     for (auto c : s.shell_refusals) is_ours = is_ours || c == ch;
     if (is_ours && (subtype == SSH_CHANNEL_REQUEST_SHELL || subtype == SSH_CHANNEL_REQUEST_EXEC ||
                     subtype == SSH_CHANNEL_REQUEST_SUBSYSTEM)) {
-        const char* what = subtype == SSH_CHANNEL_REQUEST_SHELL ? "shell"
-                           : subtype == SSH_CHANNEL_REQUEST_EXEC ? "exec" : "subsystem";
+        const char* what = subtype == SSH_CHANNEL_REQUEST_SHELL  ? "shell"
+                           : subtype == SSH_CHANNEL_REQUEST_EXEC ? "exec"
+                                                                 : "subsystem";
         ssh_message_channel_request_reply_success(msg);
         ctx_.counters.add(std::string("channels_refused_total{type=\"") + what + "\"}");
         log_line("channel refused client=" + s.client + " fingerprint=" + s.fingerprint + " type=" + what +

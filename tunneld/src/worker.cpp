@@ -1,7 +1,6 @@
 #include "worker.hpp"
 
-#include "log.hpp"
-
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -12,9 +11,10 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <fcntl.h>
 #include <cstring>
 #include <stdexcept>
+
+#include "log.hpp"
 
 namespace tunneld {
 
@@ -36,7 +36,9 @@ std::atomic<std::uint64_t> g_next_id{1};
 
 }  // namespace
 
-std::uint64_t next_object_id() { return g_next_id.fetch_add(1); }
+std::uint64_t next_object_id() {
+    return g_next_id.fetch_add(1);
+}
 
 std::size_t Session::live_forwards() const {
     return static_cast<std::size_t>(
@@ -260,8 +262,10 @@ void Worker::check_session(Session& s) {
     if (status & SSH_CLOSED_ERROR) {
         std::string err = ssh_get_error(s.ssh) ? ssh_get_error(s.ssh) : "";
         // libssh reports a peer's orderly TCP close as the error "Socket error: disconnected".
-        if (err.find("disconnected") != std::string::npos) close_session(s, "client closed the connection");
-        else close_session(s, "connection lost" + (err.empty() ? std::string() : ": " + err));
+        if (err.find("disconnected") != std::string::npos)
+            close_session(s, "client closed the connection");
+        else
+            close_session(s, "connection lost" + (err.empty() ? std::string() : ": " + err));
     } else if (status & SSH_CLOSED) {
         close_session(s, "client disconnected");
     }
@@ -329,10 +333,9 @@ void Worker::teardown_session(Session& s) {
     char duration[32];
     std::snprintf(duration, sizeof duration, "%.3fs", secs);
     log_line("disconnect client=" + s.client + " fingerprint=" + s.fingerprint + " duration=" + duration +
-             " bytes_in=" + std::to_string(s.socket_counter.in_bytes) +
-             " bytes_out=" + std::to_string(s.socket_counter.out_bytes) +
-             " relayed_up=" + std::to_string(s.relay_bytes_up) + " relayed_down=" + std::to_string(s.relay_bytes_down) +
-             " reason=" + log_quote(s.close_reason));
+             " bytes_in=" + std::to_string(s.socket_counter.in_bytes) + " bytes_out=" +
+             std::to_string(s.socket_counter.out_bytes) + " relayed_up=" + std::to_string(s.relay_bytes_up) +
+             " relayed_down=" + std::to_string(s.relay_bytes_down) + " reason=" + log_quote(s.close_reason));
     ssh_free(s.ssh);
     s.ssh = nullptr;
     if (s.hint_fd >= 0) close(s.hint_fd);

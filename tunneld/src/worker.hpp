@@ -8,9 +8,6 @@
 // changed and objects freed only in the worker loop between rounds (collect_garbage).
 #pragma once
 
-#include "forward_policy.hpp"
-#include "server_context.hpp"
-
 #include <libssh/callbacks.h>
 #include <libssh/libssh.h>
 #include <libssh/server.h>
@@ -24,6 +21,9 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "forward_policy.hpp"
+#include "server_context.hpp"
 
 namespace tunneld {
 
@@ -47,9 +47,9 @@ struct Forward : Pollable {
     Session* session = nullptr;
     std::string target;
     std::uint16_t port = 0;
-    std::string requested_address;     // echoed in forwarded-tcpip opens: OpenSSH matches on it
+    std::string requested_address;  // echoed in forwarded-tcpip opens: OpenSSH matches on it
     std::uint32_t requested_port = 0;
-    std::uint32_t channel_port = 0;    // requested_port, or the allocated port for -R ...:0:...
+    std::uint32_t channel_port = 0;  // requested_port, or the allocated port for -R ...:0:...
     int listen_fd = -1;
     std::uint64_t connects = 0;
 };
@@ -64,18 +64,18 @@ struct Relay : Pollable {
     ssh_channel_callbacks_struct callbacks{};
     std::string peer_host;
     std::uint16_t peer_port = 0;
-    bool opening = true;        // ssh_channel_open_reverse_forward returned SSH_AGAIN so far
-    bool tcp_eof = false;       // read 0 from the TCP side
-    bool eof_sent = false;      // channel EOF sent to the client
-    bool chan_eof = false;      // client sent channel EOF
-    bool tcp_shut = false;      // shutdown(SHUT_WR) done
-    bool chan_closed = false;   // client closed the channel
-    bool tcp_blocked = false;   // SSH->TCP data waits for EPOLLOUT
+    bool opening = true;          // ssh_channel_open_reverse_forward returned SSH_AGAIN so far
+    bool tcp_eof = false;         // read 0 from the TCP side
+    bool eof_sent = false;        // channel EOF sent to the client
+    bool chan_eof = false;        // client sent channel EOF
+    bool tcp_shut = false;        // shutdown(SHUT_WR) done
+    bool chan_closed = false;     // client closed the channel
+    bool tcp_blocked = false;     // SSH->TCP data waits for EPOLLOUT
     bool window_blocked = false;  // TCP->SSH waits for the client's window
-    bool finishing = false;     // queued for finish
-    std::string to_tcp;         // channel data read but not yet accepted by the socket
-    std::string to_ssh;         // socket data not yet accepted by the channel
-    std::string open_address;   // forwarded-tcpip "address that was connected" = what the client asked
+    bool finishing = false;       // queued for finish
+    std::string to_tcp;           // channel data read but not yet accepted by the socket
+    std::string to_ssh;           // socket data not yet accepted by the channel
+    std::string open_address;     // forwarded-tcpip "address that was connected" = what the client asked
     std::uint32_t open_port = 0;
     std::string close_reason;
     std::uint32_t epoll_mask = 0;
@@ -87,8 +87,8 @@ struct Session : Pollable {
     std::uint64_t id = 0;
     Worker* worker = nullptr;
     ssh_session ssh = nullptr;
-    int hint_fd = -1;  // dup of the socket in our epoll: EPOLLRDHUP tells a closed peer at once
-    std::string client;     // "ADDR:PORT"
+    int hint_fd = -1;    // dup of the socket in our epoll: EPOLLRDHUP tells a closed peer at once
+    std::string client;  // "ADDR:PORT"
     std::string client_ip;
     Clock::time_point started;
     ssh_counter_struct socket_counter{};
@@ -192,10 +192,10 @@ private:
     bool stopping_ = false;
 
     std::map<std::uint64_t, std::unique_ptr<Session>> sessions_;
-    std::vector<Relay*> opening_;         // relays whose channel open is pending
-    std::vector<Relay*> window_blocked_;  // relays waiting for the client's window
-    std::vector<Relay*> relay_work_;      // relays touched by callbacks: re-evaluate after the round
-    std::vector<Session*> suspects_;      // sessions whose socket reported hang-up
+    std::vector<Relay*> opening_;                  // relays whose channel open is pending
+    std::vector<Relay*> window_blocked_;           // relays waiting for the client's window
+    std::vector<Relay*> relay_work_;               // relays touched by callbacks: re-evaluate after the round
+    std::vector<Session*> suspects_;               // sessions whose socket reported hang-up
     std::vector<std::uint64_t> paused_listeners_;  // forwards whose accept ran out of descriptors
     std::vector<char> scratch_;
     Clock::time_point next_timer_;
