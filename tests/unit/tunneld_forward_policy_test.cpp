@@ -112,7 +112,7 @@ TEST_CASE("shared authorized_keys key serves unbound targets only", "[tunneld][f
     CHECK(w.decide("shared", 80, key_a()).reason == "not_bound");
 }
 
-TEST_CASE("--allow-undeclared self-registers new names for authorized_keys keys", "[tunneld][forward_policy]") {
+TEST_CASE("with allow-undeclared, authorized_keys keys self-register new names for authorized_keys keys", "[tunneld][forward_policy]") {
     auto w = make_world();
     w.config.allow_undeclared = true;
     auto d = w.decide("newhost", 80, shared_key());
