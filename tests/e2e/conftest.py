@@ -5,6 +5,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 import mp  # noqa: E402
+import nginx_harness  # noqa: E402
 
 
 @pytest.fixture
@@ -19,3 +20,11 @@ def procs(workdir):
     p = mp.Processes(workdir)
     yield p
     p.stop_all()
+
+
+@pytest.fixture
+def env(workdir, procs):
+    """nginx with the module, a registry and backends (nginx_harness.Env); nginx's log is checked at the end."""
+    e = nginx_harness.Env(workdir, procs)
+    yield e
+    e.close()

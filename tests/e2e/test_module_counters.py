@@ -2,19 +2,9 @@
 targets get their own entry, and the counters survive a reload."""
 import json
 
-import pytest
-
 import mp
-import nginx_harness as h
 
 COUNTERS_LOCATION = "        location = /-/counters { tunnel_counters; }"
-
-
-@pytest.fixture
-def env(workdir, procs):
-    e = h.Env(workdir, procs)
-    yield e
-    e.close()
 
 
 def counters(nginx):

@@ -2,17 +2,7 @@
 error (rate-limited), and the workers pick the registry up once it exists, without a reload."""
 import os
 
-import pytest
-
 import mp
-import nginx_harness as h
-
-
-@pytest.fixture
-def env(workdir, procs):
-    e = h.Env(workdir, procs)
-    yield e
-    e.close()
 
 
 def unreadable_lines(nginx):

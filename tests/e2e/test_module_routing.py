@@ -1,16 +1,7 @@
 """ngx_http_tunnel_module routes /<name>/... per registry contents, with no reload, and answers every other
 outcome itself, before any connection."""
-import pytest
-
 import mp
 import nginx_harness as h
-
-
-@pytest.fixture
-def env(workdir, procs):
-    e = h.Env(workdir, procs)
-    yield e
-    e.close()
 
 
 def test_target_added_while_running_is_served_without_reload(env):

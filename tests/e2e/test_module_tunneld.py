@@ -1,17 +1,8 @@
 """The module with the real tunneld and OpenSSH client: a host that opens `ssh -N -R` is served through nginx on
 the next request, stops being served when its client goes away, and comes back when it reconnects — no reload."""
-import pytest
-
 import mp
 import nginx_harness as h
 from ssh_harness import Tunneld, keygen
-
-
-@pytest.fixture
-def env(workdir, procs):
-    e = h.Env(workdir, procs)
-    yield e
-    e.close()
 
 
 def test_ssh_reverse_tunnel_is_routed_by_nginx_while_it_lives(env, procs, workdir, monkeypatch):

@@ -3,16 +3,7 @@ workers, reloads under load, and the configuration mistakes it refuses."""
 import threading
 import time
 
-import pytest
-
 import nginx_harness as h
-
-
-@pytest.fixture
-def env(workdir, procs):
-    e = h.Env(workdir, procs)
-    yield e
-    e.close()
 
 
 def test_keepalive_reuses_one_connection_to_the_tunnel(env):

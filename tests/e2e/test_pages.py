@@ -7,7 +7,6 @@ import subprocess
 import pytest
 
 import mp
-import nginx_harness as h
 
 PAGES = """
         location = /-/sd { tunnel_sd; }
@@ -16,13 +15,6 @@ PAGES = """
         location = /-/status { tunnel_status; }
 """
 ARTIFACTS = os.path.join(mp.BUILD_DIR, "tests", "artifacts")
-
-
-@pytest.fixture
-def env(workdir, procs):
-    e = h.Env(workdir, procs)
-    yield e
-    e.close()
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ node_exporter through an OpenSSH reverse tunnel into tunneld and nginx with the 
 anywhere when hosts come, go and come back."""
 import json
 import os
-import signal
 import subprocess
 import urllib.parse
 import urllib.request

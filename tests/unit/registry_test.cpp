@@ -34,6 +34,23 @@ TargetRecord target(std::uint16_t port = 0) {
 void put_target(Registry& reg, const std::string& name, const TargetRecord& t) {
     reg.update_declared([&](DeclaredTxn& txn) { txn.put(name, t); });
 }
+
+// Writes one raw key into the meta database of an environment, as a tool or another version would. The
+// registry must be closed: one process must not hold an LMDB environment open twice.
+void poke_meta(const std::string& env_dir, const char* key, std::string_view value) {
+    MDB_env* env;
+    mdb_env_create(&env);
+    mdb_env_set_maxdbs(env, 8);
+    REQUIRE(mdb_env_open(env, env_dir.c_str(), 0, 0640) == 0);
+    MDB_txn* txn;
+    mdb_txn_begin(env, nullptr, 0, &txn);
+    MDB_dbi meta;
+    mdb_dbi_open(txn, kDbMeta, 0, &meta);
+    MDB_val k{std::strlen(key), const_cast<char*>(key)}, v{value.size(), const_cast<char*>(value.data())};
+    REQUIRE(mdb_put(txn, meta, &k, &v, 0) == 0);
+    REQUIRE(mdb_txn_commit(txn) == 0);
+    mdb_env_close(env);
+}
 }  // namespace
 
 TEST_CASE("declared targets round-trip and keep the key index in step", "[registry]") {
@@ -147,21 +164,7 @@ TEST_CASE("tunnels of dead instances are swept, live ones kept", "[registry]") {
 TEST_CASE("an incompatible schema version is refused with both versions named", "[registry]") {
     TempDir d;
     { auto reg = Registry::open(options_for(d)); }
-    {
-        MDB_env* env;
-        mdb_env_create(&env);
-        mdb_env_set_maxdbs(env, 8);
-        REQUIRE(mdb_env_open(env, d.sub("reg").c_str(), 0, 0640) == 0);
-        MDB_txn* txn;
-        mdb_txn_begin(env, nullptr, 0, &txn);
-        MDB_dbi meta;
-        mdb_dbi_open(txn, kDbMeta, 0, &meta);
-        std::string v("\x07\0\0\0", 4);
-        MDB_val k{std::strlen(kMetaSchemaVersion), const_cast<char*>(kMetaSchemaVersion)}, val{4, v.data()};
-        mdb_put(txn, meta, &k, &val, 0);
-        mdb_txn_commit(txn);
-        mdb_env_close(env);
-    }
+    poke_meta(d.sub("reg"), kMetaSchemaVersion, std::string("\x07\0\0\0", 4));
     CHECK_THROWS_WITH(Registry::open(options_for(d)),
                       Catch::Contains("schema version 7") && Catch::Contains("uses schema version 1"));
     CHECK_THROWS_WITH(Reader(d.sub("reg")), Catch::Contains("schema version 7"));
@@ -329,21 +332,7 @@ TEST_CASE("after a reboot every recorded tunnel is stale", "[registry]") {
             l.put_tunnel("mine", TunnelRecord{20001, 1, 0, "c", "f"});
         });
     }
-    {  // the registry is closed: one process must not hold an LMDB environment open twice
-        MDB_env* env;
-        mdb_env_create(&env);
-        mdb_env_set_maxdbs(env, 8);
-        REQUIRE(mdb_env_open(env, d.sub("reg/live").c_str(), 0, 0640) == 0);
-        MDB_txn* txn;
-        mdb_txn_begin(env, nullptr, 0, &txn);
-        MDB_dbi meta;
-        mdb_dbi_open(txn, kDbMeta, 0, &meta);
-        std::string old_boot = "00000000-0000-0000-0000-000000000000";
-        MDB_val k{std::strlen(kMetaBootId), const_cast<char*>(kMetaBootId)}, v{old_boot.size(), old_boot.data()};
-        mdb_put(txn, meta, &k, &v, 0);
-        mdb_txn_commit(txn);
-        mdb_env_close(env);
-    }
+    poke_meta(d.sub("reg/live"), kMetaBootId, "00000000-0000-0000-0000-000000000000");
     auto reg = Registry::open(options_for(d));
     CHECK(reg.sweep_dead_instances() == std::vector<std::string>{"mine"});
     CHECK(reg.instances().empty());

@@ -1,28 +1,14 @@
 #include "tunnel/counters_json.hpp"
 
+#include "monitoring_proxy/json.hpp"
+
 #include <cstdio>
 
 namespace monitoring_proxy::tunnel {
 
 namespace {
 
-void append_string(std::string& out, std::string_view s) {
-    out.push_back('"');
-    for (char c : s) {
-        const auto u = static_cast<unsigned char>(c);
-        if (c == '"' || c == '\\') {
-            out.push_back('\\');
-            out.push_back(c);
-        } else if (u < 0x20) {
-            char buf[8];
-            std::snprintf(buf, sizeof buf, "\\u%04x", u);
-            out += buf;
-        } else {
-            out.push_back(c);
-        }
-    }
-    out.push_back('"');
-}
+using json::append_string;  // the registry library's escaping, shared by every JSON the proxy writes
 
 template <typename Number>
 void append_field(std::string& out, std::string_view name, Number value, bool comma = true) {
