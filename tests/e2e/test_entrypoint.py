@@ -415,3 +415,23 @@ def test_a_malformed_setting_stops_the_start_naming_it(root, variable, value):
     result = root.run("prepare", env={variable: value})
     assert result.returncode == 1
     assert f'{variable}="{value}"' in result.stderr
+
+
+def test_an_nginx_config_of_your_own_is_used_as_it_is(procs, workdir, root):
+    own = root.write("etc/nginx/own.conf", f"""
+error_log stderr;
+pid {workdir}/own-nginx.pid;
+events {{}}
+http {{
+    access_log off;
+    server {{
+        listen 127.0.0.1:{root.http_port};
+        location / {{ return 200 "own config\\n"; }}
+    }}
+}}
+""")
+    entry = root.start(procs, env={"MP_NGINX_CONF": own})  # no `daemon off;` in it: the entrypoint adds it
+    assert http_get(root.http_port, "/anything") == (200, "own config\n")
+    assert log_lines(procs.log_text(entry), "using .*own.conf as it is")
+    os.kill(entry.pid, signal.SIGTERM)
+    assert exit_within(entry, 5) == 0
