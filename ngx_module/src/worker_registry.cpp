@@ -4,7 +4,10 @@
 
 #include <exception>
 #include <optional>
+#include <stdexcept>
 #include <string>
+
+#include "tunnel/lmdb_file_check.hpp"
 
 namespace monitoring_proxy::tunnel::ngx {
 
@@ -60,6 +63,11 @@ void log_rate_limited(ngx_log_t* log, std::string_view what) noexcept {
     g_registry.suppressed_errors = 0;
 }
 
+std::optional<std::string> any_truncated() {
+    if (auto e = truncated_lmdb_file(g_registry.dir + "/data.mdb")) return e;
+    return truncated_lmdb_file(g_registry.dir + "/" + registry::kLiveSubdir + "/data.mdb");
+}
+
 void try_open(ngx_log_t* log) noexcept {
     g_registry.next_open_at = ngx_current_msec + kReopenIntervalMs;
     try {
@@ -67,6 +75,9 @@ void try_open(ngx_log_t* log) noexcept {
         g_registry.declared_file = identity_of(g_registry.dir + "/data.mdb");
         g_registry.live_file = identity_of(g_registry.dir + "/" + registry::kLiveSubdir + "/data.mdb");
         g_registry.next_identity_check = ngx_current_msec + kIdentityCheckIntervalMs;
+        // Mapping a truncated file would kill this worker with SIGBUS on the first read (and every worker
+        // the master starts after it): refuse it like any other unreadable registry.
+        if (auto truncated = any_truncated()) throw std::runtime_error(*truncated);
         g_registry.reader.emplace(g_registry.dir);
         ngx_log_error(NGX_LOG_INFO, log, 0, "tunnel registry \"%*s\" opened", g_registry.dir.size(),
                       g_registry.dir.data());
@@ -79,7 +90,8 @@ void try_open(ngx_log_t* log) noexcept {
     }
 }
 
-// At most once a second: has either environment been replaced by another file since it was opened?
+// At most once a second: has either environment been replaced by another file since it was opened, or been
+// truncated in place (reading it would raise SIGBUS)?
 bool registry_replaced() noexcept {
     if (static_cast<ngx_msec_int_t>(ngx_current_msec - g_registry.next_identity_check) < 0) return false;
     g_registry.next_identity_check = ngx_current_msec + kIdentityCheckIntervalMs;
@@ -87,7 +99,7 @@ bool registry_replaced() noexcept {
         const FileIdentity declared = identity_of(g_registry.dir + "/data.mdb");
         const FileIdentity live = identity_of(g_registry.dir + "/" + registry::kLiveSubdir + "/data.mdb");
         if (g_registry.live_file == FileIdentity{}) g_registry.live_file = live;  // created after we opened
-        return !(declared == g_registry.declared_file) || !(live == g_registry.live_file);
+        return !(declared == g_registry.declared_file) || !(live == g_registry.live_file) || any_truncated();
     } catch (...) {
         return false;
     }
