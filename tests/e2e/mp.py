@@ -16,7 +16,7 @@ def program(name):
     """Path of a built program (tunneld, tunnelctl) or module (ngx_http_tunnel_module.so)."""
     for sub in ("tunneld/src", "tunneld/tunnelctl", "ngx_module", ""):
         p = os.path.join(BUILD_DIR, sub, name)
-        if os.path.exists(p):
+        if os.path.isfile(p):  # <build>/tunneld is a directory, the program is <build>/tunneld/src/tunneld
             return os.path.abspath(p)
     raise FileNotFoundError(f"{name} not built under {BUILD_DIR}")
 
