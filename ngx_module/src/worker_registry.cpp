@@ -1,6 +1,8 @@
 #include "worker_registry.hpp"
 
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <exception>
 #include <optional>
@@ -31,6 +33,33 @@ FileIdentity identity_of(const std::string& path) noexcept {
     return {st.st_dev, st.st_ino};
 }
 
+// A data file held open to notice, on every request and for the price of one fstat, that it shrank: LMDB
+// files never shrink, so a smaller file was truncated in place (`cp backup data.mdb` truncates first), and
+// reading its map past the new end would kill the worker with SIGBUS.
+struct WatchedFile {
+    int fd = -1;
+    off_t size = 0;
+
+    void watch(const std::string& path) noexcept {
+        close();
+        fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+        struct stat st {};
+        size = (fd >= 0 && ::fstat(fd, &st) == 0) ? st.st_size : 0;
+    }
+    void close() noexcept {
+        if (fd >= 0) ::close(fd);
+        fd = -1;
+        size = 0;
+    }
+    bool shrunk() noexcept {
+        struct stat st {};
+        if (fd < 0 || ::fstat(fd, &st) != 0) return false;
+        if (st.st_size < size) return true;
+        size = st.st_size;
+        return false;
+    }
+};
+
 // One worker process, one reader: nginx workers are single-threaded.
 struct WorkerRegistry {
     std::string dir;
@@ -41,6 +70,7 @@ struct WorkerRegistry {
     ngx_uint_t suppressed_errors = 0;
     ngx_msec_t next_identity_check = 0;
     FileIdentity declared_file, live_file;  // {} while unknown (the live environment may come later)
+    WatchedFile declared_data, live_data;
 };
 WorkerRegistry g_registry;
 
@@ -72,6 +102,8 @@ void try_open(ngx_log_t* log) noexcept {
     g_registry.next_open_at = ngx_current_msec + kReopenIntervalMs;
     try {
         g_registry.reader.reset();  // close the old environment first: LMDB forbids opening one twice
+        g_registry.declared_data.watch(g_registry.dir + "/data.mdb");
+        g_registry.live_data.watch(g_registry.dir + "/" + registry::kLiveSubdir + "/data.mdb");
         g_registry.declared_file = identity_of(g_registry.dir + "/data.mdb");
         g_registry.live_file = identity_of(g_registry.dir + "/" + registry::kLiveSubdir + "/data.mdb");
         g_registry.next_identity_check = ngx_current_msec + kIdentityCheckIntervalMs;
@@ -98,7 +130,10 @@ bool registry_replaced() noexcept {
     try {
         const FileIdentity declared = identity_of(g_registry.dir + "/data.mdb");
         const FileIdentity live = identity_of(g_registry.dir + "/" + registry::kLiveSubdir + "/data.mdb");
-        if (g_registry.live_file == FileIdentity{}) g_registry.live_file = live;  // created after we opened
+        if (g_registry.live_file == FileIdentity{} && !(live == FileIdentity{})) {  // created after we opened
+            g_registry.live_file = live;
+            g_registry.live_data.watch(g_registry.dir + "/" + registry::kLiveSubdir + "/data.mdb");
+        }
         return !(declared == g_registry.declared_file) || !(live == g_registry.live_file) || any_truncated();
     } catch (...) {
         return false;
@@ -121,10 +156,18 @@ void worker_registry_start(ngx_log_t* log, std::string_view dir) noexcept {
 void worker_registry_stop() noexcept {
     // Closing the environment releases this process's reader slot, so reloads do not leak slots.
     g_registry.reader.reset();
+    g_registry.declared_data.close();
+    g_registry.live_data.close();
     g_registry.configured = false;
 }
 
 registry::Reader* worker_reader(ngx_log_t* log) noexcept {
+    if (g_registry.reader && (g_registry.declared_data.shrunk() || g_registry.live_data.shrunk())) {
+        ngx_log_error(NGX_LOG_NOTICE, log, 0, "tunnel registry \"%*s\" was truncated, reopening it",
+                      g_registry.dir.size(), g_registry.dir.data());
+        try_open(log);
+        return g_registry.reader ? &*g_registry.reader : nullptr;
+    }
     if (g_registry.reader && registry_replaced()) {
         ngx_log_error(NGX_LOG_NOTICE, log, 0, "tunnel registry \"%*s\" was replaced, reopening it",
                       g_registry.dir.size(), g_registry.dir.data());

@@ -123,3 +123,30 @@ def test_truncated_data_mdb_gives_nginx_500_not_a_worker_crash_loop(stack, scrap
         nginx.stop()
     nginx.assert_clean_log()
     assert_declared_intact(broken)
+
+
+def test_data_mdb_truncated_in_place_while_served_kills_no_worker(stack, scraping, broken, procs, workdir):
+    """Regression: `cp backup data.mdb` truncates the file in place before writing it; a worker reading its map
+    meanwhile died of SIGBUS. The module notices the shrink on the next request (one fstat) and reopens."""
+    data = os.path.join(broken.path, "data.mdb")
+    shutil.copy2(data, data + ".bak")
+    prefix = os.path.join(workdir, "nginx-inplace")
+    os.makedirs(prefix)
+    os.chmod(prefix, 0o755)
+    nginx = h.Nginx(procs, prefix, broken.path, workers=1).start()
+    try:
+        workers = nginx.worker_pids()
+        assert nginx.status("/alpha/metrics") == 503  # declared, not connected: the registry is read
+        with open(data, "r+b") as f:
+            f.truncate(0)
+        for _ in range(3):
+            assert nginx.get("/alpha/metrics")[:2] == (500, "tunnel registry unavailable\n")
+        assert nginx.worker_pids() == workers
+        assert "was truncated, reopening it" in nginx.error_log()
+        shutil.copyfile(data + ".bak", data)  # the copy completes: served again, no reload
+        mp.wait_until(lambda: nginx.status("/alpha/metrics") == 503, 10, what="restored registry read")
+        assert nginx.worker_pids() == workers
+    finally:
+        nginx.stop()
+    nginx.assert_clean_log()
+    assert_declared_intact(broken)
