@@ -6,7 +6,7 @@ import subprocess
 import pytest
 
 import mp
-from ssh_harness import Exporter, Tunneld, fetch, fingerprint, keygen
+from ssh_harness import Exporter, Tunneld, body, fetch, fingerprint, keygen
 
 
 @pytest.fixture
@@ -182,3 +182,26 @@ def test_unauthenticated_connection_cap_and_recovery(procs, workdir, exporter):
     mp.wait_until(lambda: t.log().count("disconnect client=") >= 256, 20, what="idle connections closed")
     t.ssh(key, f"web:80:localhost:{exporter.port}")
     mp.wait_until(lambda: t.connected("web"), 10, what="normal client accepted after the storm")
+
+
+def test_garbage_on_the_ssh_port_is_dropped_without_harm(procs, workdir, exporter):
+    t = Tunneld(procs, workdir)
+    key = keygen(workdir, "k")
+    t.tunnelctl("add", "web", "--key-file", key + ".pub")
+    t.start()
+    payloads = [b"GET / HTTP/1.0\r\n\r\n", b"SSH-2.0-x\r\n" + bytes(range(256)) * 64,
+                b"SSH-2.0-x\r\n\x00\x00\xff\xff" + b"A" * 70000]
+    for payload in payloads:
+        with socket.create_connection(("127.0.0.1", t.port), timeout=5) as s:
+            try:
+                s.sendall(payload)
+                s.settimeout(5)
+                while s.recv(4096):
+                    pass
+            except OSError:
+                pass  # a reset is a fine answer to garbage
+    mp.wait_until(lambda: t.log().count("disconnect client=") >= len(payloads), 10, what="garbage sessions closed")
+    assert t.proc.poll() is None
+    t.ssh(key, f"web:80:localhost:{exporter.port}")
+    entry = mp.wait_until(lambda: t.connected("web"), 10, what="still serving")
+    assert fetch(entry["port"], "/bytes/10") == body(10)
