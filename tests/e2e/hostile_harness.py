@@ -255,7 +255,10 @@ def stack_fixture_body(**kw):
                 os.environ.pop("MONITORING_PROXY_REGISTRY_GROUP", None)
             else:
                 os.environ["MONITORING_PROXY_REGISTRY_GROUP"] = saved
-            mp.remove_workdir(workdir)
+            if os.environ.get("MP_HOSTILE_KEEP"):  # for a post-mortem of a failed run: logs stay
+                print(f"hostile stack work dir kept: {workdir}")
+            else:
+                mp.remove_workdir(workdir)
 
 
 def scraping_fixture_body(stack):

@@ -86,13 +86,16 @@ def test_local_forwards_into_the_proxy_other_tunnels_and_outside_are_refused(sta
         forwards += ["-L", f"127.0.0.1:{local[what]}:{host}:{port}"]
     before = stack.counter('channels_refused_total{type="direct-tcpip"}')
     mark = stack.log_mark()
-    stack.tunneld.ssh(stack.keys["owner"], extra=[*forwards, "-o", "ExitOnForwardFailure=no"], name="ssh-L")
-    mp.wait_until(lambda: all(mp.port_open(p) for p in local.values()), 10, what="client -L listeners")
-    for what, port in local.items():
-        with hh.raw_connect(port) as s:
-            s.sendall(b"GET /healthy/bytes/5 HTTP/1.0\r\n\r\n" if what != "tunneld" else b"SSH-2.0-x\r\n")
-            data, closed = hh.read_until_closed(s, timeout=10)
-        assert closed and data == b"", (what, data)
+    client = stack.tunneld.ssh(stack.keys["owner"], extra=[*forwards, "-o", "ExitOnForwardFailure=no"], name="ssh-L")
+    try:
+        mp.wait_until(lambda: all(mp.port_open(p) for p in local.values()), 10, what="client -L listeners")
+        for what, port in local.items():
+            with hh.raw_connect(port) as s:
+                s.sendall(b"GET /healthy/bytes/5 HTTP/1.0\r\n\r\n" if what != "tunneld" else b"SSH-2.0-x\r\n")
+                data, closed = hh.read_until_closed(s, timeout=10)
+            assert closed and data == b"", (what, data)
+    finally:
+        stack.procs.stop(client)
     log = stack.wait_log_since(mark, "type=direct-tcpip")
     mp.wait_until(lambda: stack.log_since(mark).count("type=direct-tcpip") >= 4, 10, what="4 refusals")
     stack.wait_counter('channels_refused_total{type="direct-tcpip"}', before + 4)
@@ -147,12 +150,15 @@ def test_streamlocal_forwards_create_no_socket(stack, scraping, workdir):
     # -L to a unix socket on the proxy (direct-streamlocal channel): refused too
     local = mp.free_port()
     mark = stack.log_mark()
-    stack.tunneld.ssh(stack.keys["owner"], extra=["-L", f"127.0.0.1:{local}:/run/nginx.sock",
-                                                  "-o", "ExitOnForwardFailure=no"], name="ssh-Lsock")
-    mp.wait_until(lambda: mp.port_open(local), 10, what="client listener")
-    with hh.raw_connect(local) as s:
-        s.sendall(b"x")
-        data, closed = hh.read_until_closed(s, timeout=10)
+    client = stack.tunneld.ssh(stack.keys["owner"], extra=["-L", f"127.0.0.1:{local}:/run/nginx.sock",
+                                                           "-o", "ExitOnForwardFailure=no"], name="ssh-Lsock")
+    try:
+        mp.wait_until(lambda: mp.port_open(local), 10, what="client listener")
+        with hh.raw_connect(local) as s:
+            s.sendall(b"x")
+            data, closed = hh.read_until_closed(s, timeout=10)
+    finally:
+        stack.procs.stop(client)
     assert closed and data == b""
     stack.wait_log_since(mark, "channel refused")
 
