@@ -7,6 +7,7 @@ import signal
 import subprocess
 
 import mp
+from nginx_harness import sanitizer_env
 
 ENTRYPOINT = os.path.abspath(os.path.join(mp.SOURCE_DIR, "docker", "entrypoint"))
 NGINX_SHARE = os.path.abspath(os.path.join(mp.SOURCE_DIR, "docker", "nginx"))
@@ -84,6 +85,8 @@ class Root:
         }
         for var in ("MONITORING_PROXY_PUBLIC_KEY", "MONITORING_PROXY_REGISTRY", "MONITORING_PROXY_REGISTRY_GROUP"):
             env[var] = ""  # never inherit the caller's
+        # A sanitizer build's module needs the ASan runtime preloaded into the uninstrumented nginx.
+        env.update(sanitizer_env(built_path("ngx_http_tunnel_module.so")))
         env.update({k: str(v) for k, v in extra.items()})
         return env
 

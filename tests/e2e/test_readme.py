@@ -5,6 +5,7 @@ import subprocess
 import urllib.request
 
 import mp
+from nginx_harness import sanitizer_env
 
 README = os.path.join(mp.SOURCE_DIR, "README.md")
 
@@ -34,7 +35,8 @@ def test_demo_command_starts_a_scrapeable_stack(workdir):
     steps = [s.strip() for s in demo.split("&&")]
     assert steps[0] == "./docker/install-deps.sh test" and steps[-1] == "docker/demo"
     http = mp.free_port()
-    env = {**os.environ, "MP_BUILD_DIR": mp.BUILD_DIR, "MP_DEMO_DIR": os.path.join(workdir, "demo"),
+    env = {**os.environ, **sanitizer_env(mp.program("ngx_http_tunnel_module.so")),
+           "MP_BUILD_DIR": mp.BUILD_DIR, "MP_DEMO_DIR": os.path.join(workdir, "demo"),
            "MP_DEMO_SSH_PORT": str(mp.free_port()), "MP_DEMO_HTTP_PORT": str(http),
            "MP_DEMO_EXPORTER_PORT": str(mp.free_port())}
     try:
@@ -77,7 +79,8 @@ def test_nginx_config_passes_nginx_t(workdir):
     path = os.path.join(workdir, "nginx", "nginx.conf")
     open(path, "w").write(f"pid {workdir}/nginx/nginx.pid;\nerror_log stderr;\n" + conf)
     check = subprocess.run(["/usr/sbin/nginx", "-p", os.path.join(workdir, "nginx"), "-c", path, "-e", "stderr", "-t"],
-                           capture_output=True, text=True)
+                           capture_output=True, text=True,
+                           env={**os.environ, **sanitizer_env(mp.program("ngx_http_tunnel_module.so"))})
     assert check.returncode == 0, check.stdout + check.stderr
 
 
