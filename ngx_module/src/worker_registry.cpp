@@ -9,7 +9,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "tunnel/lmdb_file_check.hpp"
+#include "monitoring_proxy/lmdb_file_check.hpp"
 
 namespace monitoring_proxy::tunnel::ngx {
 
@@ -94,8 +94,8 @@ void log_rate_limited(ngx_log_t* log, std::string_view what) noexcept {
 }
 
 std::optional<std::string> any_truncated() {
-    if (auto e = truncated_lmdb_file(g_registry.dir + "/data.mdb")) return e;
-    return truncated_lmdb_file(g_registry.dir + "/" + registry::kLiveSubdir + "/data.mdb");
+    if (auto e = lmdb::truncated_lmdb_file(g_registry.dir + "/data.mdb")) return e;
+    return lmdb::truncated_lmdb_file(g_registry.dir + "/" + registry::kLiveSubdir + "/data.mdb");
 }
 
 void try_open(ngx_log_t* log) noexcept {

@@ -1,5 +1,9 @@
 #include "monitoring_proxy/lmdb.hpp"
 
+#include "monitoring_proxy/lmdb_file_check.hpp"
+
+#include <cerrno>
+
 namespace monitoring_proxy::lmdb {
 
 LmdbError::LmdbError(int code, const std::string& path, const std::string& what)
@@ -18,6 +22,9 @@ Env::Env(const std::string& path, unsigned flags, std::size_t map_size, unsigned
         // MDB_NOTLS: reader slots belong to txn objects, not threads, so a reused read txn may be renewed from
         // any thread and tunneld's worker threads can each read.
         check(mdb_env_open(env_, path_.c_str(), flags | MDB_NOTLS, mode), path_, "cannot open LMDB environment");
+        // A data file shorter than its last commit would raise SIGBUS on the first read of the map.
+        const std::string data = (flags & MDB_NOSUBDIR) ? path_ : path_ + "/data.mdb";
+        if (auto truncated = truncated_lmdb_file(data)) throw LmdbError(MDB_CORRUPTED, path_, *truncated);
     } catch (...) {
         mdb_env_close(env_);
         env_ = nullptr;

@@ -23,8 +23,14 @@ void set_mode_and_group(const std::string& path, mode_t mode, gid_t group) {
     }
     // Only the owner (or root) can change these; a writer running as someone else keeps what it found.
     if (st.st_uid != ::geteuid() && ::geteuid() != 0) return;
-    if (group != static_cast<gid_t>(-1) && st.st_gid != group && ::chown(path.c_str(), -1, group) != 0)
-        throw RegistryError(errno_text("cannot give group " + std::to_string(group) + " to", path));
+    // A root writer takes back files another user owns (a reader's user could otherwise rewrite the targets).
+    const uid_t owner = st.st_uid != ::geteuid() ? ::geteuid() : static_cast<uid_t>(-1);
+    const gid_t new_group = group != static_cast<gid_t>(-1) && st.st_gid != group ? group : static_cast<gid_t>(-1);
+    if ((owner != static_cast<uid_t>(-1) || new_group != static_cast<gid_t>(-1)) &&
+        ::chown(path.c_str(), owner, new_group) != 0)
+        throw RegistryError(errno_text("cannot give owner " + std::to_string(::geteuid()) + " and group " +
+                                           std::to_string(group) + " to",
+                                       path));
     if ((st.st_mode & 07777) != mode && ::chmod(path.c_str(), mode) != 0)
         throw RegistryError(errno_text("cannot chmod", path));
 }

@@ -337,3 +337,30 @@ TEST_CASE("after a reboot every recorded tunnel is stale", "[registry]") {
     CHECK(reg.sweep_dead_instances() == std::vector<std::string>{"mine"});
     CHECK(reg.instances().empty());
 }
+
+TEST_CASE("a truncated data file is a clear error, not a crash", "[registry]") {
+    TempDir d;
+    {
+        auto reg = Registry::open(options_for(d));
+        for (int i = 0; i < 20; ++i) {
+            TargetRecord t = target();
+            t.labels = {{"filler", std::string(1000, 'x')}};
+            put_target(reg, "t" + std::to_string(i), t);
+        }
+    }
+    std::filesystem::resize_file(d.sub("reg/data.mdb"), 8192);
+    CHECK_THROWS_WITH(Registry::open(options_for(d)), Catch::Contains("is truncated"));
+    CHECK_THROWS_WITH(Reader(d.sub("reg")), Catch::Contains("is truncated"));
+    CHECK(std::filesystem::file_size(d.sub("reg/data.mdb")) == 8192);  // left for the operator
+}
+
+TEST_CASE("a root writer takes back registry files another user owns", "[registry][permissions]") {
+    if (::geteuid() != 0) return;  // only root can hand files to another user in the first place
+    TempDir d;
+    { auto reg = Registry::open(options_for(d)); }
+    REQUIRE(::chown(d.sub("reg/data.mdb").c_str(), 65534, -1) == 0);
+    { auto reg = Registry::open(options_for(d)); }
+    struct stat st {};
+    REQUIRE(stat(d.sub("reg/data.mdb").c_str(), &st) == 0);
+    CHECK(st.st_uid == 0);
+}

@@ -1,4 +1,4 @@
-#include "tunnel/lmdb_file_check.hpp"
+#include "monitoring_proxy/lmdb_file_check.hpp"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <cstring>
 
-namespace monitoring_proxy::tunnel {
+namespace monitoring_proxy::lmdb {
 
 namespace {
 
@@ -71,4 +71,4 @@ std::optional<std::string> truncated_lmdb_file(const std::string& data_mdb) {
     return error;
 }
 
-}  // namespace monitoring_proxy::tunnel
+}  // namespace monitoring_proxy::lmdb
