@@ -5,11 +5,12 @@ errors, which is what "a misbehaving client never takes the other hosts' tunnels
 import http.client
 import json
 import os
-import signal
 import socket
 import subprocess
 import threading
 import time
+
+import pytest
 
 import mp
 import nginx_harness as h
@@ -270,6 +271,19 @@ def scraping_fixture_body(stack):
         loop.stop()
     stack.assert_alive()
     loop.assert_clean()
+
+
+@pytest.fixture(scope="module")
+def stack():
+    """The healthy stack a test file's hostile cases run beside (import it: `from hostile_harness import stack,
+    scraping`); a file needing other tunneld flags defines its own with stack_fixture_body(tunneld_extra=...)."""
+    yield from stack_fixture_body()
+
+
+@pytest.fixture
+def scraping(stack):
+    """The scrape loop through the healthy tunnel: zero errors during the case."""
+    yield from scraping_fixture_body(stack)
 
 
 def restart_tunneld_on_same_port(stack):

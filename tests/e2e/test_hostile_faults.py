@@ -13,7 +13,6 @@ import pytest
 import mp
 import hostile_harness as hh
 import nginx_harness as h
-from ssh_harness import body
 
 # A short keepalive window so a stopped client is dropped within seconds: 1 s x 2 unanswered.
 KEEPALIVE = ["--keepalive", "1", "--keepalive-max", "2"]

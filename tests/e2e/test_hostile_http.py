@@ -6,22 +6,10 @@ followed by a path; this file adds the rest of the issue's list and the registry
 import re
 import socket
 
-import pytest
-
-import mp
 import hostile_harness as hh
+from hostile_harness import scraping, stack  # noqa: F401 (fixtures)
 
 LONG = "a" * 1000
-
-
-@pytest.fixture(scope="module")
-def stack():
-    yield from hh.stack_fixture_body()
-
-
-@pytest.fixture
-def scraping(stack):
-    yield from hh.scraping_fixture_body(stack)
 
 
 def raw_request(port, request_bytes, timeout=10):

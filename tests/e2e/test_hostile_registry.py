@@ -10,21 +10,11 @@ import subprocess
 import pytest
 
 import mp
-import hostile_harness as hh
+from hostile_harness import scraping, stack  # noqa: F401 (fixtures)
 import nginx_harness as h
 from ssh_harness import Tunneld
 
 DECLARED = ["alpha", "beta", "gamma"]
-
-
-@pytest.fixture(scope="module")
-def stack():
-    yield from hh.stack_fixture_body()
-
-
-@pytest.fixture
-def scraping(stack):
-    yield from hh.scraping_fixture_body(stack)
 
 
 @pytest.fixture

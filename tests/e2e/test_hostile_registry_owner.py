@@ -5,22 +5,10 @@ writable by the reader."""
 import os
 import pwd
 
-import pytest
-
 import mp
-import hostile_harness as hh
+from hostile_harness import scraping, stack  # noqa: F401 (fixtures)
 import nginx_harness as h
 from ssh_harness import Tunneld
-
-
-@pytest.fixture(scope="module")
-def stack():
-    yield from hh.stack_fixture_body()
-
-
-@pytest.fixture
-def scraping(stack):
-    yield from hh.scraping_fixture_body(stack)
 
 
 def test_data_mdb_owned_by_the_reader_is_not_left_writable_by_it(stack, scraping, procs, workdir):

@@ -6,18 +6,8 @@ import shutil
 
 import pytest
 
-import hostile_harness as hh
+from hostile_harness import scraping, stack  # noqa: F401 (fixtures)
 from test_hostile_registry import DECLARED, assert_declared_intact, assert_everyone_refuses_clearly  # noqa: F401
-
-
-@pytest.fixture(scope="module")
-def stack():
-    yield from hh.stack_fixture_body()
-
-
-@pytest.fixture
-def scraping(stack):
-    yield from hh.scraping_fixture_body(stack)
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ counter, while a healthy tunnel is scraped through nginx with zero errors. Cases
 test_tunneld_refusals.py (unknown key, from= mismatch, --user, shell/exec/sftp, -L/-D to the exporter, port
 range, undeclared names, takeover attempt on a disconnected target) are not repeated here."""
 import os
-import signal
 import socket
 import subprocess
 import time
@@ -12,17 +11,8 @@ import pytest
 
 import mp
 import hostile_harness as hh
+from hostile_harness import scraping, stack  # noqa: F401 (fixtures)
 from ssh_harness import SSH_OPTIONS, keygen
-
-
-@pytest.fixture(scope="module")
-def stack():
-    yield from hh.stack_fixture_body()
-
-
-@pytest.fixture
-def scraping(stack):
-    yield from hh.scraping_fixture_body(stack)
 
 
 def test_password_keyboard_interactive_and_none_are_refused_and_counted(stack, scraping, workdir):
