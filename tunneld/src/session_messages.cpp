@@ -202,7 +202,13 @@ int Worker::handle_channel_request(Session& s, ssh_message msg) {
         suspects_.push_back(&s);
         return 0;
     }
-    // pty, env, x11, agent forwarding, signals, window changes: refused (failure if the client wants a reply).
+    // A pty on a session channel we refuse anyway is accepted (none is allocated): `ssh -tt` gives up on a refused
+    // pty before it reads the "use ssh -N" message that the shell or exec request gets.
+    if (is_ours && subtype == SSH_CHANNEL_REQUEST_PTY) {
+        ssh_message_channel_request_reply_success(msg);
+        return 0;
+    }
+    // env, x11, agent forwarding, signals, window changes: refused (failure if the client wants a reply).
     return 1;
 }
 
