@@ -19,6 +19,7 @@ test=(
   dropbear-bin putty-tools autossh
   prometheus prometheus-node-exporter
   curl wrk procps iproute2 psmisc
+  shellcheck                 # the image's entrypoint is checked by it
   clang libclang-rt-14-dev   # libFuzzer targets (tests/fuzz)
   python3 python3-pytest
   chromium                   # the status page, rendered headless in tests

@@ -6,11 +6,8 @@ import functools
 import os
 import re
 import shlex
-import shutil
 import signal
 import subprocess
-
-import pytest
 
 import mp
 
@@ -237,7 +234,6 @@ def test_the_shell_scripts_parse():
         assert os.access(script, os.X_OK), f"{script} is not executable"
 
 
-@pytest.mark.skipif(not shutil.which("shellcheck"), reason="shellcheck is not installed")
 def test_the_shell_scripts_pass_shellcheck():
     result = subprocess.run(["shellcheck", "--severity=style", ENTRYPOINT], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout

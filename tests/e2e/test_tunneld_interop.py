@@ -1,5 +1,4 @@
 """Other SSH clients a monitored host may run: dropbear's dbclient and PuTTY's plink."""
-import shutil
 import subprocess
 
 import pytest
@@ -15,7 +14,6 @@ def exporter():
     e.close()
 
 
-@pytest.mark.skipif(shutil.which("dbclient") is None, reason="dropbear-bin not installed")
 def test_dropbear_dbclient_named_and_numbered_forwards(procs, workdir, exporter):
     t = Tunneld(procs, workdir)
     key = keygen(workdir, "db")
@@ -35,7 +33,6 @@ def test_dropbear_dbclient_named_and_numbered_forwards(procs, workdir, exporter)
     assert fetch(fixed, "/bytes/1") == body(1)
 
 
-@pytest.mark.skipif(shutil.which("plink") is None, reason="putty-tools not installed")
 def test_putty_plink_named_forward(procs, workdir, exporter):
     t = Tunneld(procs, workdir)
     key = keygen(workdir, "putty")
