@@ -3,6 +3,8 @@ workers, reloads under load, and the configuration mistakes it refuses."""
 import threading
 import time
 
+import pytest
+
 import nginx_harness as h
 
 
@@ -15,29 +17,19 @@ def test_keepalive_reuses_one_connection_to_the_tunnel(env):
     assert len(web1.connections) == 1, web1.connections
 
 
-def test_keepalive_before_tunnel_is_refused(env):
+@pytest.mark.parametrize("upstream_body,messages", [
+    # keepalive first: nginx would silently disable it once `tunnel` replaced the balancer
+    ("        keepalive 16;\n        tunnel;", ['"tunnel" directive must be the first directive of its kind',
+                                               '"keepalive" before "tunnel" would be silently disabled']),
+    ("        tunnel;\n        hash $uri;", ['a balancing directive after "tunnel" replaced it']),
+    ("        server 127.0.0.1:1;\n        tunnel;", ['remove its "server" lines']),
+], ids=["keepalive-before-tunnel", "balancer-after-tunnel", "server-lines"])
+def test_upstream_blocks_that_would_misroute_are_refused(env, upstream_body, messages):
     env.registry.add("web1")
-    nginx = env.nginx(upstream_body="        keepalive 16;\n        tunnel;")
-    status, output = nginx.config_test()
+    status, output = env.nginx(upstream_body=upstream_body).config_test()
     assert status != 0
-    assert '"tunnel" directive must be the first directive of its kind' in output
-    assert '"keepalive" before "tunnel" would be silently disabled' in output
-
-
-def test_another_balancer_after_tunnel_is_refused(env):
-    env.registry.add("web1")
-    nginx = env.nginx(upstream_body="        tunnel;\n        hash $uri;")
-    status, output = nginx.config_test()
-    assert status != 0
-    assert 'a balancing directive after "tunnel" replaced it' in output
-
-
-def test_server_lines_in_a_tunnel_upstream_are_refused(env):
-    env.registry.add("web1")
-    nginx = env.nginx(upstream_body="        server 127.0.0.1:1;\n        tunnel;")
-    status, output = nginx.config_test()
-    assert status != 0
-    assert 'remove its "server" lines' in output
+    for message in messages:
+        assert message in output
 
 
 def test_tunnel_key_routes_by_another_value(env):
