@@ -24,14 +24,6 @@ constexpr auto kTimerPeriod = std::chrono::milliseconds(200);
 constexpr auto kLoginGraceTime = std::chrono::seconds(20);
 constexpr std::size_t kScratchSize = 256 * 1024;
 
-// The epoll fd inside the ssh_event: only note it, the loop drains epoll after the round. libssh reads its
-// sockets 4 KB per poll round, so skipping epoll_wait in rounds where the epoll fd was quiet saves a third of the
-// relay's system calls.
-int on_epoll_ready(socket_t, int, void* userdata) noexcept {
-    *static_cast<bool*>(userdata) = true;
-    return 0;
-}
-
 std::atomic<std::uint64_t> g_next_id{1};
 
 }  // namespace
@@ -46,25 +38,19 @@ std::size_t Session::live_forwards() const {
 }
 
 Worker::Worker(ServerContext& ctx, int index) : ctx_(ctx), index_(index), scratch_(kScratchSize) {
-    event_ = ssh_event_new();
     epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
     mail_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (event_ == nullptr || epoll_fd_ < 0 || mail_fd_ < 0) throw std::runtime_error("cannot create worker event loop");
+    if (epoll_fd_ < 0 || mail_fd_ < 0) throw std::runtime_error("cannot create worker event loop");
     epoll_event ev{};
     ev.events = EPOLLIN;
     ev.data.ptr = &mailbox_;
-    epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, mail_fd_, &ev);
-    if (ssh_event_add_fd(event_, epoll_fd_, POLLIN, on_epoll_ready, &epoll_ready_) != SSH_OK) {
-        throw std::runtime_error("cannot add epoll fd to ssh_event");
+    if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, mail_fd_, &ev) != 0) {
+        throw std::runtime_error("cannot watch the worker mailbox");
     }
 }
 
 Worker::~Worker() {
     if (thread_.joinable()) thread_.join();
-    if (event_) {
-        ssh_event_remove_fd(event_, epoll_fd_);
-        ssh_event_free(event_);
-    }
     if (epoll_fd_ >= 0) close(epoll_fd_);
     if (mail_fd_ >= 0) close(mail_fd_);
 }
@@ -103,15 +89,8 @@ void Worker::loop_once() {
     auto now = Clock::now();
     int timeout_ms = static_cast<int>(
         std::clamp<long>(std::chrono::duration_cast<std::chrono::milliseconds>(next_timer_ - now).count(), 0, 200));
-    ssh_event_dopoll(event_, timeout_ms);
-
     epoll_event events[128];
-    int n = 0;
-    if (epoll_ready_) {
-        epoll_ready_ = false;
-        n = epoll_wait(epoll_fd_, events, 128, 0);
-        if (n == 128) epoll_ready_ = true;  // more may be pending: look again next round even if poll is quiet
-    }
+    int n = epoll_wait(epoll_fd_, events, 128, timeout_ms);  // level-triggered: what is left comes back next round
     for (int i = 0; i < n; ++i) {
         auto* p = static_cast<Pollable*>(events[i].data.ptr);
         if (p->dead) continue;
@@ -139,8 +118,8 @@ void Worker::loop_once() {
                 queue_relay(r);
                 break;
             }
-            case Pollable::Kind::kSessionHint:
-                suspects_.push_back(static_cast<Session*>(p));
+            case Pollable::Kind::kSession:
+                poll_session(*static_cast<Session*>(p), ev);
                 break;
         }
     }
@@ -170,6 +149,27 @@ void Worker::loop_once() {
         next_timer_ = Clock::now() + kTimerPeriod;
     }
     collect_garbage();
+    for (auto& [id, s] : sessions_) update_session_interest(*s);
+}
+
+void Worker::poll_session(Session& s, std::uint32_t ev) {
+    if (s.closing) return;
+    // Only this session's socket: its callbacks run here, and nothing another session does can fail this call.
+    ssh_event_dopoll(s.event, 0);
+    if ((ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) || (ssh_get_status(s.ssh) & (SSH_CLOSED | SSH_CLOSED_ERROR)))
+        suspects_.push_back(&s);  // the peer hung up or the session failed: close it after the round
+}
+
+void Worker::update_session_interest(Session& s) {
+    if (s.closing || s.watch_fd < 0) return;
+    // libssh keeps what the socket did not take in its output buffer and flushes it when its poll sees POLLOUT.
+    std::uint32_t want = EPOLLIN | EPOLLRDHUP;
+    if (ssh_get_status(s.ssh) & SSH_WRITE_PENDING) want |= EPOLLOUT;
+    if (want == s.epoll_mask) return;
+    epoll_event ev{};
+    ev.events = want;
+    ev.data.ptr = static_cast<Pollable*>(&s);
+    if (epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, s.watch_fd, &ev) == 0) s.epoll_mask = want;
 }
 
 void Worker::handle_mail() {
@@ -236,20 +236,26 @@ void Worker::adopt_session(Mail& m) {
         ctx_.unauthenticated.fetch_sub(1);
         return;
     }
-    if (ssh_event_add_session(event_, s->ssh) != SSH_OK) {
-        log_line("disconnect client=" + s->client + " reason=\"cannot add session to event\"");
+    // Its own event, never shared: see worker.hpp. The worker's epoll set watches a dup of the socket and polls
+    // this event when the socket is ready.
+    s->event = ssh_event_new();
+    if (s->event != nullptr && ssh_event_add_session(s->event, s->ssh) == SSH_OK) s->in_event = true;
+    s->watch_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLRDHUP;
+    ev.data.ptr = static_cast<Pollable*>(s.get());
+    if (!s->in_event || s->watch_fd < 0 || epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, s->watch_fd, &ev) != 0) {
+        std::string why = !s->in_event ? std::string("cannot give the session its own ssh_event")
+                                        : std::string("cannot watch the session socket: ") + std::strerror(errno);
+        log_line("disconnect client=" + s->client + " reason=" + log_quote(why));
+        if (s->in_event) ssh_event_remove_session(s->event, s->ssh);
+        if (s->event != nullptr) ssh_event_free(s->event);
         ssh_free(s->ssh);
+        if (s->watch_fd >= 0) close(s->watch_fd);
         ctx_.unauthenticated.fetch_sub(1);
         return;
     }
-    s->in_event = true;
-    s->hint_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-    if (s->hint_fd >= 0) {
-        epoll_event ev{};
-        ev.events = EPOLLRDHUP | EPOLLET;
-        ev.data.ptr = static_cast<Pollable*>(s.get());
-        epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, s->hint_fd, &ev);
-    }
+    s->epoll_mask = ev.events;
     ctx_.counters.add("sessions_total");
     sessions_.emplace(s->id, std::move(s));
     session_count_.store(sessions_.size());
@@ -326,7 +332,7 @@ void Worker::teardown_session(Session& s) {
     for (auto& f : s.forwards) {
         if (!f->dead) remove_forward(*f, stopping_ ? "shutdown" : "session end");
     }
-    if (s.in_event) ssh_event_remove_session(event_, s.ssh);
+    if (s.in_event) ssh_event_remove_session(s.event, s.ssh);
     s.in_event = false;
     ssh_disconnect(s.ssh);
     auto secs = std::chrono::duration<double>(Clock::now() - s.started).count();
@@ -338,8 +344,13 @@ void Worker::teardown_session(Session& s) {
              " relayed_down=" + std::to_string(s.relay_bytes_down) + " reason=" + log_quote(s.close_reason));
     ssh_free(s.ssh);
     s.ssh = nullptr;
-    if (s.hint_fd >= 0) close(s.hint_fd);
-    s.hint_fd = -1;
+    if (s.event != nullptr) ssh_event_free(s.event);
+    s.event = nullptr;
+    if (s.watch_fd >= 0) {
+        epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, s.watch_fd, nullptr);
+        close(s.watch_fd);
+    }
+    s.watch_fd = -1;
     if (!s.authenticated) ctx_.unauthenticated.fetch_sub(1);
     s.dead = true;
 }

@@ -1,7 +1,10 @@
-// A worker thread: owns one ssh_event with its sessions, and one epoll set with everything else (tunnel
-// listeners, relayed TCP connections, its mailbox). The epoll fd sits in the ssh_event, so one
-// ssh_event_dopoll wakes for both; the epoll set is then serviced outside any libssh call, where adding,
-// removing and freeing are safe.
+// A worker thread: owns one epoll set with everything it serves (its sessions' sockets, tunnel listeners, relayed
+// TCP connections, its mailbox) and sleeps in epoll_wait. Each session has its OWN ssh_event holding only its
+// socket: libssh polls the whole event a session is in from inside calls made for that session (channel open,
+// write, read, free, keepalive), and when another session's socket fails during such a nested poll, libssh
+// marks the CALLING session as failed (ssh_handle_packets sets SSH_SESSION_STATE_ERROR, with no error text,
+// whenever the poll context reports an error). With one event per session, a libssh call for session A can
+// only ever run A's socket callbacks, so one client hanging up never breaks another session.
 //
 // Re-entrancy rule: libssh callbacks (messages, channel data/eof/close) run inside ssh_event_dopoll and inside
 // any libssh call that polls (channel open, read). They only send, set flags and queue work; containers are
@@ -34,7 +37,7 @@ using Clock = std::chrono::steady_clock;
 
 // Anything registered in the worker's epoll set (epoll_event.data.ptr points to one).
 struct Pollable {
-    enum class Kind { kMailbox, kListener, kRelay, kSessionHint };
+    enum class Kind { kMailbox, kListener, kRelay, kSession };
     explicit Pollable(Kind k) : kind(k) {}
     Kind kind;
     bool dead = false;
@@ -83,11 +86,13 @@ struct Relay : Pollable {
 };
 
 struct Session : Pollable {
-    Session() : Pollable(Kind::kSessionHint) {}
+    Session() : Pollable(Kind::kSession) {}
     std::uint64_t id = 0;
     Worker* worker = nullptr;
     ssh_session ssh = nullptr;
-    int hint_fd = -1;    // dup of the socket in our epoll: EPOLLRDHUP tells a closed peer at once
+    ssh_event event = nullptr;  // this session's own poll context (only its socket): see the top of this file
+    int watch_fd = -1;          // dup of the socket in the worker's epoll set: ready -> poll `event`
+    std::uint32_t epoll_mask = 0;
     std::string client;  // "ADDR:PORT"
     std::string client_ip;
     Clock::time_point started;
@@ -147,6 +152,8 @@ private:
     void handle_mail();
     void adopt_session(Mail& mail);
     void on_timer();
+    void poll_session(Session& s, std::uint32_t ev);
+    void update_session_interest(Session& s);
     void check_session(Session& s);
     void close_session(Session& s, const std::string& reason);
     void teardown_session(Session& s);
@@ -182,7 +189,6 @@ private:
     ServerContext& ctx_;
     int index_;
     std::thread thread_;
-    ssh_event event_ = nullptr;
     int epoll_fd_ = -1;
     int mail_fd_ = -1;
     Pollable mailbox_{Pollable::Kind::kMailbox};
@@ -201,7 +207,6 @@ private:
     Clock::time_point next_timer_;
     Clock::time_point next_keepalive_;
     bool garbage_ = false;
-    bool epoll_ready_ = false;  // set by the ssh_event callback of the epoll fd
 };
 
 // Process-wide ids for sessions and forwards.
