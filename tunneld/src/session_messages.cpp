@@ -198,7 +198,9 @@ int Worker::handle_channel_request(Session& s, ssh_message msg) {
         ctx_.counters.add(std::string("channels_refused_total{type=\"") + what + "\"}");
         log_line("channel refused client=" + s.client + " fingerprint=" + s.fingerprint + " type=" + what +
                  " reason=\"sessions are not allowed, use ssh -N\"");
-        // Answer after this round: writing and closing from inside the callback would poll re-entrantly.
+        // Answer after this round: writing and closing from inside the callback would poll re-entrantly. Only
+        // this channel: answering one whose request has not come yet makes the client quit before it asks.
+        s.refusals_due.push_back(ch);
         suspects_.push_back(&s);
         return 0;
     }
@@ -214,8 +216,9 @@ int Worker::handle_channel_request(Session& s, ssh_message msg) {
 
 void Worker::answer_shell_refusals(Session& s) {
     std::vector<ssh_channel> channels;
-    channels.swap(s.shell_refusals);
+    channels.swap(s.refusals_due);
     for (ssh_channel ch : channels) {
+        std::erase(s.shell_refusals, ch);
         if (!ssh_channel_is_open(ch)) continue;
         ssh_channel_write_stderr(ch, kSessionRefusal, static_cast<uint32_t>(std::strlen(kSessionRefusal)));
         ssh_channel_request_send_exit_status(ch, 1);

@@ -263,7 +263,7 @@ void Worker::adopt_session(Mail& m) {
 
 void Worker::check_session(Session& s) {
     if (s.closing || s.dead) return;
-    if (!s.shell_refusals.empty()) answer_shell_refusals(s);
+    if (!s.refusals_due.empty()) answer_shell_refusals(s);
     int status = ssh_get_status(s.ssh);
     if (status & SSH_CLOSED_ERROR) {
         std::string err = ssh_get_error(s.ssh) ? ssh_get_error(s.ssh) : "";

@@ -109,6 +109,7 @@ struct Session : Pollable {
     std::vector<std::unique_ptr<Forward>> forwards;
     std::vector<std::unique_ptr<Relay>> relays;
     std::vector<ssh_channel> shell_refusals;  // session channels whose shell/exec we answer with a message
+    std::vector<ssh_channel> refusals_due;    // those whose shell/exec/subsystem request came: answer them now
     bool closing = false;
     std::string close_reason;
     std::uint64_t relay_bytes_up = 0, relay_bytes_down = 0;
