@@ -5,31 +5,19 @@ reason=\"channel write failed\"" / "channel open failed: " and then "disconnect 
 its client got SSH_MSG_DISCONNECT "Bye Bye". This case repeats that churn; before the fix it failed about one run
 in three. Cause: all sessions of a worker shared one ssh_event, libssh polls that whole event inside calls made for
 one session, and when another session's socket reported EOF there, libssh marked the calling session failed."""
-import pytest
-
-import mp
-from ssh_harness import SSH_OPTIONS
-
 import hostile_harness as hh
-
-
-@pytest.fixture(scope="module")
-def stack():
-    yield from hh.stack_fixture_body()
-
-
-@pytest.fixture
-def scraping(stack):
-    yield from hh.scraping_fixture_body(stack)
+import mp
+from hostile_harness import scraping, stack  # noqa: F401 (fixtures)
+from ssh_harness import SSH_OPTIONS
 
 
 def test_refused_sessions_coming_and_going_never_break_the_healthy_session(stack, scraping, procs):
     port = stack.tunneld.connected(hh.HEALTHY)["port"]
     # In both failures seen, a session whose -L channels had been refused was still open: keep one open.
     local = mp.free_port()
-    lclient = procs.start(["ssh", "-N", "-L", f"127.0.0.1:{local}:127.0.0.1:{port}", "-o", "ExitOnForwardFailure=no",
-                           *SSH_OPTIONS, "-i", stack.keys["owner"], "-p", str(stack.tunneld.port), "tunnel@127.0.0.1"],
-                          name="ssh-L")
+    procs.start(["ssh", "-N", "-L", f"127.0.0.1:{local}:127.0.0.1:{port}", "-o", "ExitOnForwardFailure=no",
+                 *SSH_OPTIONS, "-i", stack.keys["owner"], "-p", str(stack.tunneld.port), "tunnel@127.0.0.1"],
+                name="ssh-L")
     mp.wait_until(lambda: mp.port_open(local), 10, what="client -L listener")
     for _ in range(8):
         with hh.raw_connect(local) as s:
