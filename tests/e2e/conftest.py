@@ -6,6 +6,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 import mp  # noqa: E402
 import nginx_harness  # noqa: E402
+import ssh_harness  # noqa: E402
 
 
 @pytest.fixture
@@ -26,5 +27,13 @@ def procs(workdir):
 def env(workdir, procs):
     """nginx with the module, a registry and backends (nginx_harness.Env); nginx's log is checked at the end."""
     e = nginx_harness.Env(workdir, procs)
+    yield e
+    e.close()
+
+
+@pytest.fixture
+def exporter():
+    """An in-process HTTP exporter on a free loopback port (ssh_harness.Exporter): GET /bytes/N."""
+    e = ssh_harness.Exporter()
     yield e
     e.close()

@@ -1,17 +1,8 @@
 """Other SSH clients a monitored host may run: dropbear's dbclient and PuTTY's plink."""
 import subprocess
 
-import pytest
-
 import mp
-from ssh_harness import Exporter, Tunneld, body, fetch, fingerprint, keygen
-
-
-@pytest.fixture
-def exporter():
-    e = Exporter()
-    yield e
-    e.close()
+from ssh_harness import Tunneld, body, fetch, fingerprint, keygen
 
 
 def test_dropbear_dbclient_named_and_numbered_forwards(procs, workdir, exporter):

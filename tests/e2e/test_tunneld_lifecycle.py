@@ -5,14 +5,7 @@ import signal
 import pytest
 
 import mp
-from ssh_harness import Exporter, Tunneld, body, fetch, fingerprint, keygen
-
-
-@pytest.fixture
-def exporter():
-    e = Exporter()
-    yield e
-    e.close()
+from ssh_harness import Tunneld, body, fetch, fingerprint, keygen
 
 
 def test_client_exit_removes_the_entry_at_once(procs, workdir, exporter):

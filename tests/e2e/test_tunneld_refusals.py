@@ -6,14 +6,7 @@ import subprocess
 import pytest
 
 import mp
-from ssh_harness import Exporter, Tunneld, body, fetch, fingerprint, keygen
-
-
-@pytest.fixture
-def exporter():
-    e = Exporter()
-    yield e
-    e.close()
+from ssh_harness import Tunneld, body, fetch, fingerprint, keygen
 
 
 @pytest.fixture
