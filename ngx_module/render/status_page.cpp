@@ -1,5 +1,6 @@
 #include "status_page.hpp"
 
+#include "monitoring_proxy/address.hpp"
 #include "monitoring_proxy/json.hpp"
 
 #include <algorithm>
@@ -68,6 +69,7 @@ std::vector<StatusRow> status_rows(const std::vector<registry::SnapshotEntry>& e
             r.client = e.tunnel->client_address;
             r.fingerprint = e.tunnel->key_fingerprint;
             r.port = e.tunnel->port;
+            r.address = e.tunnel->address;
         }
         if (e.target) r.labels = e.target->labels;
         if (auto it = by_name.find(e.name); it != by_name.end()) r.requests = *it->second;
@@ -141,7 +143,7 @@ code{font:12px ui-monospace,monospace;word-break:break-all}
         if (r.connected) o += ago(now_ms, r.since_unix_ms) + "<br><span class=\"muted\">" + utc(r.since_unix_ms) + "</span>";
         o += "</td><td><code>";
         html_escape(o, r.client);
-        if (r.port) o += "</code><br><span class=\"muted\">127.0.0.1:" + std::to_string(r.port) + "</span><code>";
+        if (r.port) o += "</code><br><span class=\"muted\">" + endpoint_text(r.address, r.port) + "</span><code>";
         o += "</code></td><td><code>";
         html_escape(o, r.fingerprint);
         o += "</code></td><td>";
@@ -192,6 +194,9 @@ std::string render_status_json(const std::vector<StatusRow>& rows, std::int64_t 
         if (r.connected) append_string(o, r.fingerprint);
         else o += "null";
         o += ",\"port\":" + (r.port ? std::to_string(r.port) : std::string("null"));
+        o += ",\"address\":";
+        if (r.port) append_string(o, ipv4_text(r.address));
+        else o += "null";
         o += ",\"requests\":" + std::to_string(r.requests.requests);
         o += ",\"bytes\":" + std::to_string(r.requests.bytes_sent);
         o += ",\"last_scrape\":";

@@ -19,6 +19,7 @@ struct StatusRow {
     std::string client;
     std::string fingerprint;
     std::uint16_t port = 0;
+    std::uint32_t address = 0;  // the forward's loopback listener (host byte order)
     std::vector<std::pair<std::string, std::string>> labels;
     CounterValues requests;          // last scrape and bytes
     int severity = 0;                // 2 problem, 1 warning, 0 fine: the sort key

@@ -92,7 +92,7 @@ ngx_int_t apply_scrape_timeout(ngx_http_request_t* r) noexcept {
 }
 
 Outcome resolve(ngx_http_request_t* r, RequestCtx* ctx, std::string_view name, std::string_view path,
-                std::uint16_t* port) noexcept {
+                registry::Resolved* live) noexcept {
     if (!valid_target_name(name)) return Outcome::kInvalidName;
     registry::Reader* reader = worker_reader(r->connection->log);
     if (reader == nullptr) return Outcome::kRegistryError;
@@ -101,7 +101,7 @@ Outcome resolve(ngx_http_request_t* r, RequestCtx* ctx, std::string_view name, s
         switch (resolved.status) {
         case registry::Resolution::kLive:
             ctx->declared = 1;
-            *port = resolved.port;
+            *live = resolved;
             return Outcome::kProxied;
         case registry::Resolution::kUnknown: return Outcome::kUnknown;
         case registry::Resolution::kNotConnected: ctx->declared = 1; return Outcome::kNotConnected;
@@ -158,18 +158,23 @@ ngx_int_t init_peer_or_throw(ngx_http_request_t* r, ngx_http_upstream_srv_conf_t
     ctx->name.data = reinterpret_cast<u_char*>(const_cast<char*>(name.data()));
     ctx->name.len = name.size();
 
-    std::uint16_t port = 0;
-    ctx->outcome = resolve(r, ctx, name, path, &port);
+    registry::Resolved live;
+    ctx->outcome = resolve(r, ctx, name, path, &live);
     if (ctx->outcome != Outcome::kProxied) {
         set_reply(r, ctx);
         return NGX_ERROR;  // nginx answers 500 without connecting; reply_filter.cpp substitutes ours
     }
 
+    // The forward's own address: keepalive's cache matches idle connections on the whole sockaddr, so a
+    // connection relayed by an earlier forward (another address) is never handed to this request.
     ctx->peer_sockaddr.sin_family = AF_INET;
-    ctx->peer_sockaddr.sin_port = htons(port);
-    ctx->peer_sockaddr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    u_char* end = ngx_snprintf(ctx->peer_name_data, sizeof(ctx->peer_name_data), "127.0.0.1:%ui",
-                               static_cast<ngx_uint_t>(port));
+    ctx->peer_sockaddr.sin_port = htons(live.port);
+    ctx->peer_sockaddr.sin_addr.s_addr = htonl(live.address);
+    u_char* end = ngx_snprintf(ctx->peer_name_data, sizeof(ctx->peer_name_data), "%ui.%ui.%ui.%ui:%ui",
+                               static_cast<ngx_uint_t>(live.address >> 24),
+                               static_cast<ngx_uint_t>((live.address >> 16) & 0xff),
+                               static_cast<ngx_uint_t>((live.address >> 8) & 0xff),
+                               static_cast<ngx_uint_t>(live.address & 0xff), static_cast<ngx_uint_t>(live.port));
     ctx->peer_name.data = ctx->peer_name_data;
     ctx->peer_name.len = static_cast<size_t>(end - ctx->peer_name_data);
 

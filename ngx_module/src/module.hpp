@@ -47,7 +47,7 @@ struct RequestCtx {
     off_t sent_at_start;             // r->connection->sent when the request reached us
     struct sockaddr_in peer_sockaddr;
     ngx_str_t peer_name;
-    u_char peer_name_data[sizeof("127.0.0.1:65535")];
+    u_char peer_name_data[sizeof("127.255.255.255:65535")];
 };
 
 inline RequestCtx* request_ctx(ngx_http_request_t* r) noexcept {

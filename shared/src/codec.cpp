@@ -32,12 +32,17 @@ private:
 // Bounds-checked reading over a value; every failure is a DecodeError naming the record and the field.
 class Reader {
 public:
-    Reader(std::string_view in, const char* record) : in_(in), record_(record) {
+    // Accepts record versions min_version..max_version; version() tells which one this value has.
+    Reader(std::string_view in, const char* record, std::uint8_t min_version = kRecordVersion,
+           std::uint8_t max_version = kRecordVersion)
+        : in_(in), record_(record) {
         if (in_.empty()) fail("empty value");
-        if (static_cast<std::uint8_t>(in_[0]) != kRecordVersion)
-            fail("unknown record version " + std::to_string(static_cast<std::uint8_t>(in_[0])));
+        version_ = static_cast<std::uint8_t>(in_[0]);
+        if (version_ < min_version || version_ > max_version)
+            fail("unknown record version " + std::to_string(version_));
         pos_ = 1;
     }
+    std::uint8_t version() const noexcept { return version_; }
     template <class T>
     T integer(const char* field) {
         need(sizeof(T), field);
@@ -69,7 +74,32 @@ private:
     std::string_view in_;
     std::size_t pos_ = 0;
     const char* record_;
+    std::uint8_t version_ = 0;
 };
+
+// The one tunnel decoder; the strings stay views into `bytes`.
+struct TunnelFields {
+    TunnelEndpoint endpoint;
+    std::uint64_t instance = 0;
+    std::int64_t connected_unix_ms = 0;
+    std::string_view client_address, key_fingerprint;
+};
+
+TunnelFields read_tunnel(std::string_view bytes) {
+    Reader in(bytes, "tunnel", 1, kTunnelRecordVersion);
+    TunnelFields f;
+    f.endpoint.port = in.integer<std::uint16_t>("port");
+    f.instance = in.integer<std::uint64_t>("instance");
+    f.connected_unix_ms = in.integer<std::int64_t>("connected");
+    f.client_address = in.string("client");
+    f.key_fingerprint = in.string("fingerprint");
+    if (in.version() >= 2) {
+        f.endpoint.address = in.integer<std::uint32_t>("address");
+        if ((f.endpoint.address >> 24) != 127) in.fail("address is not in 127.0.0.0/8");
+    }
+    in.end();
+    return f;
+}
 
 }  // namespace
 
@@ -111,26 +141,29 @@ TargetRecord decode_target(std::string_view bytes) {
 }
 
 std::string encode(const TunnelRecord& r) {
-    Writer w(kRecordVersion);
+    Writer w(kTunnelRecordVersion);
     w.integer(r.port);
     w.integer(r.instance);
     w.integer(r.connected_unix_ms);
     w.string(r.client_address);
     w.string(r.key_fingerprint);
+    w.integer(r.address);
     return w.take();
 }
 
 TunnelRecord decode_tunnel(std::string_view bytes) {
-    Reader in(bytes, "tunnel");
+    const TunnelFields f = read_tunnel(bytes);
     TunnelRecord r;
-    r.port = in.integer<std::uint16_t>("port");
-    r.instance = in.integer<std::uint64_t>("instance");
-    r.connected_unix_ms = in.integer<std::int64_t>("connected");
-    r.client_address = in.string("client");
-    r.key_fingerprint = in.string("fingerprint");
-    in.end();
+    r.port = f.endpoint.port;
+    r.address = f.endpoint.address;
+    r.instance = f.instance;
+    r.connected_unix_ms = f.connected_unix_ms;
+    r.client_address = f.client_address;
+    r.key_fingerprint = f.key_fingerprint;
     return r;
 }
+
+TunnelEndpoint tunnel_endpoint(std::string_view bytes) { return read_tunnel(bytes).endpoint; }
 
 std::string encode(const InstanceRecord& r) {
     Writer w(kRecordVersion);
@@ -161,11 +194,6 @@ std::uint64_t decode_u64(std::string_view bytes) {
     std::uint64_t v = 0;
     for (int i = 0; i < 8; ++i) v |= static_cast<std::uint64_t>(static_cast<unsigned char>(bytes[i])) << (8 * i);
     return v;
-}
-
-std::uint16_t tunnel_port(std::string_view bytes) {
-    Reader in(bytes, "tunnel");
-    return in.integer<std::uint16_t>("port");
 }
 
 bool target_allows_path(std::string_view bytes, std::string_view path) {

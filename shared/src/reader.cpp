@@ -88,8 +88,10 @@ Resolved Reader::resolve(std::string_view name, std::string_view path) {
     begin(live_, live_txn_);
     ResetOnExit reset{live_txn_};
     if (auto tunnel = live_txn_.get(tunnels_, name)) {
+        const TunnelEndpoint endpoint = tunnel_endpoint(*tunnel);
         out.status = Resolution::kLive;
-        out.port = tunnel_port(*tunnel);
+        out.address = endpoint.address;
+        out.port = endpoint.port;
     }
     return out;
 }

@@ -295,6 +295,18 @@ std::vector<SnapshotEntry> Registry::snapshot() {
     return detail::to_sorted_vector(std::move(by_name));
 }
 
+std::map<std::uint16_t, std::string> Registry::fixed_ports() {
+    std::map<std::uint16_t, std::string> out;
+    lmdb::Txn txn(declared_, MDB_RDONLY);
+    lmdb::Cursor c(txn, targets_);
+    MDB_val k{}, v{};
+    for (bool ok = c.get(k, v, MDB_FIRST); ok; ok = c.get(k, v, MDB_NEXT)) {
+        const std::uint16_t port = decode_target(lmdb::to_view(v)).fixed_port;
+        if (port != 0) out.emplace(port, std::string(lmdb::to_view(k)));
+    }
+    return out;
+}
+
 std::map<std::string, std::uint64_t> Registry::counters() {
     if (!live_) return {};
     lmdb::Txn txn(live_, MDB_RDONLY);

@@ -71,8 +71,17 @@ class Exporter:
         self.server.server_close()
 
 
-def fetch(port, path, timeout=30):
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as r:
+def endpoint(where):
+    """(address, port) of a tunnel entry from `tunnelctl ls --json` (its forward's own loopback address), or of
+    a plain port on 127.0.0.1."""
+    if isinstance(where, dict):
+        return where["address"], where["port"]
+    return "127.0.0.1", where
+
+
+def fetch(where, path, timeout=30):
+    host, port = endpoint(where)
+    with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=timeout) as r:
         return r.read()
 
 

@@ -31,8 +31,8 @@ def scraping(stack):
 def test_scraper_that_stops_reading_fills_one_channel_not_the_session(stack, scraping):
     """A scraper asks the healthy tunnel directly for 64 MB and never reads: its channel's window fills, and the
     scrape loop's channels on the same SSH session keep flowing."""
-    port = stack.tunneld.connected(hh.HEALTHY)["port"]
-    stuck = socket.create_connection(("127.0.0.1", port), timeout=5)
+    entry = stack.tunneld.connected(hh.HEALTHY)
+    stuck = socket.create_connection((entry["address"], entry["port"]), timeout=5)
     stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     try:
         stuck.sendall(b"GET /bytes/67108864 HTTP/1.0\r\n\r\n")

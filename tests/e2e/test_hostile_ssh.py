@@ -67,9 +67,9 @@ def test_env_x11_and_agent_requests_get_no_session(stack, scraping):
 def test_local_forwards_into_the_proxy_other_tunnels_and_outside_are_refused(stack, scraping):
     """-L must never make the proxy a way into anything: its own SSH and HTTP ports, another host's tunnel
     port, or an outside address (192.0.2.1 is TEST-NET-1: the proxy must refuse before any connect)."""
-    healthy_port = stack.tunneld.connected(hh.HEALTHY)["port"]
+    healthy = stack.tunneld.connected(hh.HEALTHY)
     destinations = {"tunneld": ("127.0.0.1", stack.tunneld.port), "nginx": ("127.0.0.1", stack.nginx.port),
-                    "tunnel": ("127.0.0.1", healthy_port), "outside": ("192.0.2.1", 80)}
+                    "tunnel": (healthy["address"], healthy["port"]), "outside": ("192.0.2.1", 80)}
     local = {what: mp.free_port() for what in destinations}
     forwards = []
     for what, (host, port) in destinations.items():
@@ -108,8 +108,10 @@ def test_remote_forwards_to_ssh_http_and_high_ports_are_refused(stack, scraping,
 def test_any_bind_address_still_listens_on_loopback_only(stack, scraping, bind, procs):
     spec = f"{bind}:{stack.open_port}:localhost:{stack.exporter.port}"
     client = stack.tunneld.ssh(stack.keys["shared"], spec, name="ssh-bind")
-    mp.wait_until(lambda: stack.tunneld.connected("open"), 10, what=f"open connected with bind {bind}")
-    assert hh.listeners_on(stack.open_port) == [f"127.0.0.1:{stack.open_port}"]
+    entry = mp.wait_until(lambda: stack.tunneld.connected("open"), 10, what=f"open connected with bind {bind}")
+    # The forward's own address, and 127.0.0.1 for its declared fixed port: loopback only, whatever was asked.
+    assert sorted(hh.listeners_on(stack.open_port)) == sorted([f"{entry['address']}:{stack.open_port}",
+                                                               f"127.0.0.1:{stack.open_port}"])
     assert stack.nginx.status("/open/bytes/3") == 200
     procs.stop(client)
     mp.wait_until(lambda: not stack.tunneld.connected("open"), 10, what="open gone")

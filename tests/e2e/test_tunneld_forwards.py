@@ -5,7 +5,7 @@ import subprocess
 import pytest
 
 import mp
-from ssh_harness import Tunneld, body, fetch, fingerprint, keygen
+from ssh_harness import Tunneld, body, endpoint, fetch, fingerprint, keygen
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ def test_named_forward_relays_exact_bytes(tunneld, workdir, exporter):
     port = entry["port"]
     assert tunneld.port_range[0] <= port <= tunneld.port_range[1]
     for size in (1, 150 * 1024, 50 * 1024 * 1024):
-        assert fetch(port, f"/bytes/{size}", timeout=60) == body(size), size
+        assert fetch(entry, f"/bytes/{size}", timeout=60) == body(size), size
     log = tunneld.log()
     assert "forward added" in log and "target=web1" in log
 
@@ -69,7 +69,7 @@ def test_port_zero_forward_reports_allocated_port(tunneld, workdir, exporter):
     entry = mp.wait_until(lambda: tunneld.connected("solo"), 10, what="solo connected")
     mp.wait_until(lambda: "Allocated port" in mp.Processes.log_text(client), 10, what="client prints port")
     assert f"Allocated port {entry['port']}" in mp.Processes.log_text(client)
-    assert fetch(entry["port"], "/bytes/1") == body(1)
+    assert fetch(entry, "/bytes/1") == body(1)
 
 
 def test_several_forwards_in_one_session(tunneld, workdir, exporter):
@@ -79,11 +79,11 @@ def test_several_forwards_in_one_session(tunneld, workdir, exporter):
     tunneld.start()
     tunneld.ssh(key, *[f"host-{n}:80:localhost:{exporter.port}" for n in ("node", "app", "db")])
     entries = [mp.wait_until(lambda n=n: tunneld.connected(f"host-{n}"), 10, what=n) for n in ("node", "app", "db")]
-    ports = {e["port"] for e in entries}
-    assert len(ports) == 3
+    assert len({e["port"] for e in entries}) == 3
+    assert len({e["address"] for e in entries}) == 3  # each forward has a loopback address of its own
     assert len({e["client"] for e in entries}) == 1
-    for p in ports:
-        assert fetch(p, "/bytes/4096") == body(4096)
+    for e in entries:
+        assert fetch(e, "/bytes/4096") == body(4096)
 
 
 def test_bind_address_any_still_listens_on_loopback_only(tunneld, workdir, exporter):
@@ -92,10 +92,12 @@ def test_bind_address_any_still_listens_on_loopback_only(tunneld, workdir, expor
     tunneld.tunnelctl("add", "anyaddr", "--port", str(fixed), "--key-file", key + ".pub")
     tunneld.start()
     tunneld.ssh(key, f"0.0.0.0:{fixed}:localhost:{exporter.port}")
-    mp.wait_until(lambda: tunneld.connected("anyaddr"), 10, what="anyaddr connected")
+    entry = mp.wait_until(lambda: tunneld.connected("anyaddr"), 10, what="anyaddr connected")
     out = subprocess.run(["ss", "-Hltn", f"sport = :{fixed}"], capture_output=True, text=True).stdout
     listeners = [line.split()[3] for line in out.splitlines() if line.strip()]
-    assert listeners and all(l == f"127.0.0.1:{fixed}" for l in listeners), listeners
+    # The forward's own address, and 127.0.0.1 for the declared fixed port: loopback only.
+    assert sorted(listeners) == sorted([f"{entry['address']}:{fixed}", f"127.0.0.1:{fixed}"]), listeners
+    assert entry["address"].startswith("127.") and entry["address"] != "127.0.0.1"
     assert fetch(fixed, "/bytes/10") == body(10)
 
 
@@ -105,7 +107,7 @@ def test_exporter_down_closes_the_scrape_connection(tunneld, workdir):
     tunneld.start()
     tunneld.ssh(key, f"down:80:localhost:{mp.free_port()}")
     entry = mp.wait_until(lambda: tunneld.connected("down"), 10, what="down connected")
-    with socket.create_connection(("127.0.0.1", entry["port"]), timeout=10) as s:
+    with socket.create_connection(endpoint(entry), timeout=10) as s:
         s.sendall(b"GET / HTTP/1.0\r\n\r\n")
         try:
             data = s.recv(100)
@@ -124,7 +126,7 @@ def test_ecdsa_and_rsa_client_keys(tunneld, workdir, exporter, kind):
     tunneld.ssh(key, f"{kind}-host:80:localhost:{exporter.port}")
     entry = mp.wait_until(lambda: tunneld.connected(f"{kind}-host"), 10, what=f"{kind} key accepted")
     assert entry["fingerprint"] == fingerprint(key + ".pub")
-    assert fetch(entry["port"], "/bytes/2000") == body(2000)
+    assert fetch(entry, "/bytes/2000") == body(2000)
 
 
 def test_existing_host_keys_are_used_and_their_fingerprints_logged(tunneld, workdir, exporter):
@@ -163,7 +165,7 @@ def test_slow_reader_gets_every_byte_after_the_exporter_closed(tunneld, workdir,
     entry = mp.wait_until(lambda: tunneld.connected("slow"), 10, what="connected")
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        s.connect(("127.0.0.1", entry["port"]))
+        s.connect(endpoint(entry))
         s.sendall(f"GET /bytes/{size} HTTP/1.0\r\n\r\n".encode())
         # Deliberately slow consumer (not synchronisation): let the whole body pile up before reading.
         time.sleep(1.0)

@@ -20,7 +20,7 @@ def test_dropbear_dbclient_named_and_numbered_forwards(procs, workdir, exporter)
     named = mp.wait_until(lambda: t.connected("dropbear-host"), 10, what="dbclient named forward")
     mp.wait_until(lambda: t.connected("dropbear-fixed"), 10, what="dbclient numbered forward")
     assert named["fingerprint"] == fingerprint(key + ".pub")
-    assert fetch(named["port"], "/bytes/150000") == body(150000)
+    assert fetch(named, "/bytes/150000") == body(150000)
     assert fetch(fixed, "/bytes/1") == body(1)
 
 
@@ -34,5 +34,5 @@ def test_putty_plink_named_forward(procs, workdir, exporter):
     procs.start(["plink", "-batch", "-ssh", "-P", str(t.port), "-hostkey", hostkey, "-i", key + ".ppk", "-N",
                  "-R", f"putty-host:80:localhost:{exporter.port}", "tunnel@127.0.0.1"], name="plink")
     entry = mp.wait_until(lambda: t.connected("putty-host"), 10, what="plink forward")
-    assert fetch(entry["port"], "/bytes/150000") == body(150000)
-    assert fetch(entry["port"], "/bytes/5000000", timeout=60) == body(5000000)
+    assert fetch(entry, "/bytes/150000") == body(150000)
+    assert fetch(entry, "/bytes/5000000", timeout=60) == body(5000000)

@@ -5,7 +5,7 @@ import signal
 import pytest
 
 import mp
-from ssh_harness import Tunneld, body, fetch, fingerprint, keygen
+from ssh_harness import Tunneld, body, endpoint, fetch, fingerprint, keygen
 
 
 def test_client_exit_removes_the_entry_at_once(procs, workdir, exporter):
@@ -34,7 +34,7 @@ def test_reconnect_takes_over_and_old_session_closes(procs, workdir, exporter):
         t.ssh(key, f"web:80:localhost:{exporter.port}", name="new")
         second = mp.wait_until(lambda: (e := t.connected("web")) and e["client"] != first["client"] and e, 10,
                                what="takeover")
-        assert fetch(second["port"], "/bytes/150000") == body(150000)
+        assert fetch(second, "/bytes/150000") == body(150000)
         log = t.wait_log("takeover client=")
         assert f"previous_client={first['client']}" in log
         t.wait_log("all forwards taken over")
@@ -104,7 +104,7 @@ def test_sigkill_then_restart_sweeps_stale_entries(procs, workdir, exporter):
     assert t.entry("web")["state"] == "disconnected", log
     t.ssh(key, f"web:80:localhost:{exporter.port}")
     entry = mp.wait_until(lambda: t.connected("web"), 10, what="reconnected")
-    assert fetch(entry["port"], "/bytes/1") == body(1)
+    assert fetch(entry, "/bytes/1") == body(1)
 
 
 def test_allow_undeclared_self_registers_bound_to_the_key(procs, workdir, exporter):
@@ -118,7 +118,7 @@ def test_allow_undeclared_self_registers_bound_to_the_key(procs, workdir, export
     entry = mp.wait_until(lambda: t.connected("brand-new"), 10, what="self-registered")
     assert entry["origin"] == "self-registered" or "self" in entry["origin"]
     assert entry["keys"] == [fingerprint(key + ".pub")]
-    assert fetch(entry["port"], "/bytes/100") == body(100)
+    assert fetch(entry, "/bytes/100") == body(100)
     t.wait_log("target self-registered target=brand-new")
 
 
@@ -156,7 +156,7 @@ def test_cancel_forward_removes_the_entry_and_forward_can_return(procs, workdir,
     r = t.ssh_run(key, "-S", control, "-O", "forward", "-R", spec)
     assert r.returncode == 0, r.stderr
     entry = mp.wait_until(lambda: t.connected("web"), 10, what="forward again")
-    assert fetch(entry["port"], "/bytes/1000") == body(1000)
+    assert fetch(entry, "/bytes/1000") == body(1000)
 
 
 def _cpu_seconds(pid):
@@ -177,7 +177,7 @@ def test_scraper_reset_while_channel_opens_does_not_spin(procs, workdir, exporte
     entry = mp.wait_until(lambda: t.connected("web"), 10, what="connected")
     os.kill(client.pid, signal.SIGSTOP)  # the channel open will never be answered
     try:
-        s = socket.create_connection(("127.0.0.1", entry["port"]), timeout=5)
+        s = socket.create_connection(endpoint(entry), timeout=5)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         s.close()  # RST while tunneld waits for the channel
         before = _cpu_seconds(t.proc.pid)

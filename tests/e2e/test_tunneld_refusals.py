@@ -197,4 +197,4 @@ def test_garbage_on_the_ssh_port_is_dropped_without_harm(procs, workdir, exporte
     assert t.proc.poll() is None
     t.ssh(key, f"web:80:localhost:{exporter.port}")
     entry = mp.wait_until(lambda: t.connected("web"), 10, what="still serving")
-    assert fetch(entry["port"], "/bytes/10") == body(10)
+    assert fetch(entry, "/bytes/10") == body(10)

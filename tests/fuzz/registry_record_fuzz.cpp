@@ -19,11 +19,24 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         (void)target_allows_path(bytes, "/metrics");
     } catch (const DecodeError&) {
     }
+    // The hot path's tunnel_endpoint and the full decoder accept exactly the same values and agree on them;
+    // current-version records round-trip (version 1 ones decode, and are written back as the current version).
+    bool full = false, endpoint_ok = false;
+    TunnelRecord r;
+    TunnelEndpoint endpoint;
     try {
-        TunnelRecord r = decode_tunnel(bytes);
-        if (encode(r) != bytes || tunnel_port(bytes) != r.port) std::abort();
+        r = decode_tunnel(bytes);
+        full = true;
     } catch (const DecodeError&) {
     }
+    try {
+        endpoint = tunnel_endpoint(bytes);
+        endpoint_ok = true;
+    } catch (const DecodeError&) {
+    }
+    if (full != endpoint_ok) std::abort();
+    if (full && (endpoint.port != r.port || endpoint.address != r.address)) std::abort();
+    if (full && static_cast<std::uint8_t>(bytes[0]) == kTunnelRecordVersion && encode(r) != bytes) std::abort();
     try {
         InstanceRecord i = decode_instance(bytes);
         if (encode(i) != bytes) std::abort();

@@ -18,9 +18,10 @@ TEST_CASE("target records round-trip", "[codec]") {
 }
 
 TEST_CASE("tunnel and instance records round-trip", "[codec]") {
-    TunnelRecord r{20005, 0x1122334455667788ull, 1700000000123, "203.0.113.7:51234", "SHA256:xyz"};
+    TunnelRecord r{20005, 0x1122334455667788ull, 1700000000123, "203.0.113.7:51234", "SHA256:xyz", 0x7f0a0b0c};
     CHECK(decode_tunnel(encode(r)) == r);
-    CHECK(tunnel_port(encode(r)) == 20005);
+    CHECK(tunnel_endpoint(encode(r)).port == 20005);
+    CHECK(tunnel_endpoint(encode(r)).address == 0x7f0a0b0c);
     InstanceRecord i{4242, 987654321, 1700000000000};
     CHECK(decode_instance(encode(i)) == i);
     CHECK(decode_u64(encode_u64(0xfedcba9876543210ull)) == 0xfedcba9876543210ull);
@@ -42,6 +43,34 @@ TEST_CASE("every truncation of a record is rejected, never over-read", "[codec]"
     wrong_version[0] = 9;
     CHECK_THROWS_WITH(decode_target(wrong_version), Catch::Contains("unknown record version 9"));
     CHECK_THROWS_AS(decode_u64("short"), DecodeError);
+}
+
+TEST_CASE("tunnel records of version 1 still decode, with the 127.0.0.1 address they meant", "[codec]") {
+    // What a tunneld of before per-forward addresses wrote: version 1, no address field.
+    const TunnelRecord current{20005, 7, 1700000000123, "203.0.113.7:51234", "SHA256:xyz", 0x7f0a0b0c};
+    std::string v1 = encode(current);
+    v1.resize(v1.size() - 4);
+    v1[0] = 1;
+    TunnelRecord expected = current;
+    expected.address = kLoopbackAddress;
+    CHECK(decode_tunnel(v1) == expected);
+    CHECK(tunnel_endpoint(v1).address == kLoopbackAddress);
+    CHECK_THROWS_WITH(decode_tunnel(v1 + "abcd"), Catch::Contains("trailing"));
+}
+
+TEST_CASE("a tunnel record is refused whole, on the hot path too, when any field is off", "[codec]") {
+    const std::string bytes = encode(TunnelRecord{20005, 7, 1, "c", "f", 0x7f000002});
+    for (std::size_t n = 0; n < bytes.size(); ++n) {
+        CAPTURE(n);
+        CHECK_THROWS_AS(tunnel_endpoint(bytes.substr(0, n)), DecodeError);
+    }
+    CHECK_THROWS_WITH(tunnel_endpoint(bytes + "x"), Catch::Contains("trailing"));
+    // An address outside 127.0.0.0/8 would make nginx connect off the machine: never accepted.
+    CHECK_THROWS_WITH(tunnel_endpoint(encode(TunnelRecord{20005, 7, 1, "c", "f", 0x0a000001})),
+                      Catch::Contains("127.0.0.0/8"));
+    std::string future = bytes;
+    future[0] = 3;
+    CHECK_THROWS_WITH(decode_tunnel(future), Catch::Contains("unknown record version 3"));
 }
 
 TEST_CASE("path prefixes allow their subtree only", "[codec]") {

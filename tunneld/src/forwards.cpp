@@ -7,42 +7,61 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <malloc.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
 
 #include "log.hpp"
+#include "monitoring_proxy/address.hpp"
+#include "wire_port.hpp"
 #include "worker.hpp"
 
 namespace tunneld {
+
+using monitoring_proxy::endpoint_text;
+using monitoring_proxy::ipv4_text;
 
 namespace {
 
 constexpr std::size_t kMaxForwardsPerSession = 16;
 constexpr int kListenBacklog = 128;
 
-// Binds and listens on 127.0.0.1:port. SO_REUSEPORT lets a takeover bind the port while the old session's
-// listener is still open in another worker (it is closed right after); tunneld's own in-use table keeps two
-// tunnels from ever sharing a port on purpose.
-int bind_loopback(std::uint16_t port, int& err) {
+// Binds and listens on address:port (host byte order). `share` sets SO_REUSEPORT, for the 127.0.0.1 listener of
+// a fixed port only: a takeover binds it while the old session's listener is still open in another worker (it
+// is closed right after). A forward's own address is never shared.
+int bind_listener(std::uint32_t address, std::uint16_t port, bool share, int& err) {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         err = errno;
         return -1;
     }
     int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+        (share && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0)) {
+        err = errno;
+        close(fd);
+        return -1;
+    }
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
     addr.sin_port = htons(port);
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_addr.s_addr = htonl(address);
     if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || listen(fd, kListenBacklog) != 0) {
         err = errno;
         close(fd);
         return -1;
     }
     return fd;
+}
+
+// The request's port as sent (see wire_port.hpp): libssh alone would turn 83848 into 18312.
+std::uint32_t requested_port(ssh_message msg) {
+    const auto low16 = static_cast<std::uint16_t>(ssh_message_global_request_port(msg));
+    const char* address = ssh_message_global_request_address(msg);
+    auto wire = port_after_pointer(msg, malloc_usable_size(msg), address, low16);
+    return wire ? *wire : low16;
 }
 
 std::string requested_text(const std::string& address, std::uint32_t port) {
@@ -59,7 +78,7 @@ int Worker::handle_tcpip_forward(Session& s, ssh_message msg) {
     using monitoring_proxy::registry::TunnelRecord;
 
     const char* addr_c = ssh_message_global_request_address(msg);
-    ForwardRequest request{addr_c ? addr_c : "", static_cast<std::uint32_t>(ssh_message_global_request_port(msg))};
+    ForwardRequest request{addr_c ? addr_c : "", requested_port(msg)};
     auto refuse = [&](const std::string& reason, const std::string& why) {
         ctx_.counters.add("forwards_refused_total{reason=\"" + reason + "\"}");
         log_line("forward refused client=" + s.client + " fingerprint=" + s.fingerprint +
@@ -70,6 +89,7 @@ int Worker::handle_tcpip_forward(Session& s, ssh_message msg) {
 
     // 1. Validate.
     if (request.bind_address.size() > 255) return refuse("invalid", "bind address longer than 255 bytes");
+    if (request.bind_port > 65535) return refuse("invalid", "port " + std::to_string(request.bind_port) + " > 65535");
     if (s.live_forwards() >= kMaxForwardsPerSession) {
         return refuse("too_many", "at most " + std::to_string(kMaxForwardsPerSession) + " forwards per session");
     }
@@ -78,15 +98,15 @@ int Worker::handle_tcpip_forward(Session& s, ssh_message msg) {
     KeyGrant grant = s.grant;
     PolicyConfig config{ctx_.options.port_range, ctx_.options.allow_undeclared};
     ForwardDecision decision;
+    std::map<std::uint16_t, std::string> fixed_ports;  // never handed to another target
     try {
         decision = ctx_.registry.with([&](auto& reg) {
             grant.bound_targets = reg.targets_for_key(grant.fingerprint);
+            fixed_ports = reg.fixed_ports();
             TargetLookup lookup = [&](std::string_view name) { return reg.get_target(name); };
             FixedPortLookup by_port = [&](std::uint16_t port) -> std::optional<std::string> {
-                for (const auto& entry : reg.snapshot()) {
-                    if (entry.target && entry.target->fixed_port == port) return entry.name;
-                }
-                return std::nullopt;
+                auto it = fixed_ports.find(port);
+                return it == fixed_ports.end() ? std::nullopt : std::optional<std::string>(it->second);
             };
             return decide_forward(request, grant, config, lookup, by_port);
         });
@@ -117,30 +137,44 @@ int Worker::handle_tcpip_forward(Session& s, ssh_message msg) {
     forward->requested_port = request.bind_port;
     std::optional<TunnelOwner> previous;
     std::string failure;
+    std::string refusal = "bind_failed";
     {
         std::lock_guard lock(ctx_.tunnels_mu);
         auto current = ctx_.tunnels.find(decision.target);
         if (current != ctx_.tunnels.end()) previous = current->second;
+        auto address = ctx_.addresses.next([&](std::uint32_t a) {
+            for (const auto& [name, owner] : ctx_.tunnels)
+                if (owner.address == a) return true;
+            return false;
+        });
         auto in_use = [&](std::uint16_t port) {
             for (const auto& [name, owner] : ctx_.tunnels) {
                 if (owner.port == port && name != decision.target) return true;
             }
-            return false;
+            // A declared fixed port belongs to its target, connected or not.
+            auto fixed = fixed_ports.find(port);
+            return fixed != fixed_ports.end() && fixed->second != decision.target;
         };
         int err = 0;
         auto try_bind = [&](std::uint16_t port) {
-            forward->listen_fd = bind_loopback(port, err);
+            forward->listen_fd = bind_listener(*address, port, false, err);
             return forward->listen_fd >= 0;
         };
         std::optional<std::uint16_t> port;
-        if (decision.fixed_port != 0) {
+        if (!address) {
+            failure = "no free loopback address";
+        } else if (decision.fixed_port != 0) {
             if (in_use(decision.fixed_port)) {
                 failure = "port " + std::to_string(decision.fixed_port) + " is used by another tunnel";
-            } else if (try_bind(decision.fixed_port)) {
-                port = decision.fixed_port;
-            } else {
+            } else if (!try_bind(decision.fixed_port)) {
+                failure = "cannot listen on " + endpoint_text(*address, decision.fixed_port) + ": " +
+                          std::strerror(err);
+            } else if ((forward->fixed_fd = bind_listener(monitoring_proxy::registry::kLoopbackAddress,
+                                                          decision.fixed_port, true, err)) < 0) {
                 failure =
                     "cannot listen on 127.0.0.1:" + std::to_string(decision.fixed_port) + ": " + std::strerror(err);
+            } else {
+                port = decision.fixed_port;
             }
         } else {
             std::optional<std::uint16_t> preferred;
@@ -151,9 +185,11 @@ int Worker::handle_tcpip_forward(Session& s, ssh_message msg) {
             port = ctx_.allocator.allocate(in_use, try_bind, preferred);
             if (!port) failure = "no free port in --port-range";
         }
+        if (port && !watch_listeners(*forward, failure)) port.reset();
         if (port) {
+            forward->address = *address;
             forward->port = *port;
-            TunnelRecord record{*port, ctx_.instance_id, now_unix_ms(), s.client, s.fingerprint};
+            TunnelRecord record{*port, ctx_.instance_id, now_unix_ms(), s.client, s.fingerprint, *address};
             try {
                 ctx_.registry.with([&](auto& reg) {
                     if (decision.self_register) {
@@ -169,23 +205,20 @@ int Worker::handle_tcpip_forward(Session& s, ssh_message msg) {
                     reg.update_live([&](LiveTxn& txn) { txn.put_tunnel(decision.target, record); });
                     return 0;
                 });
-                ctx_.tunnels[decision.target] = TunnelOwner{this, s.id, forward->id, *port, s.client};
+                ctx_.tunnels[decision.target] =
+                    TunnelOwner{this, s.id, forward->id, *address, *port, s.client};
                 ctx_.last_port[decision.target] = *port;
             } catch (const std::exception& e) {
                 failure = std::string("registry: ") + e.what();
-                close(forward->listen_fd);
-                forward->listen_fd = -1;
+                refusal = "registry_error";
+                port.reset();
             }
         }
+        if (!port) close_listeners(*forward);
     }
-    if (forward->listen_fd < 0)
-        return refuse(failure.rfind("registry", 0) == 0 ? "registry_error" : "bind_failed", failure);
+    if (forward->listen_fd < 0) return refuse(refusal, failure);
 
     forward->channel_port = request.bind_port != 0 ? request.bind_port : forward->port;
-    epoll_event ev{};
-    ev.events = EPOLLIN;
-    ev.data.ptr = static_cast<Pollable*>(forward.get());
-    epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, forward->listen_fd, &ev);
 
     // 5. Reply (with the port when the client asked for port 0: it prints "Allocated port ...").
     ssh_message_global_request_reply_success(msg, forward->port);
@@ -194,7 +227,7 @@ int Worker::handle_tcpip_forward(Session& s, ssh_message msg) {
                  " client=" + s.client);
     }
     log_line("forward added client=" + s.client + " fingerprint=" + s.fingerprint + " target=" + decision.target +
-             " port=" + std::to_string(forward->port) +
+             " port=" + std::to_string(forward->port) + " address=" + ipv4_text(forward->address) +
              " requested=" + requested_text(request.bind_address, request.bind_port));
     ctx_.counters.add("forwards_total");
     if (previous) {
@@ -212,10 +245,34 @@ int Worker::handle_tcpip_forward(Session& s, ssh_message msg) {
     return 0;
 }
 
+// Watched before the forward is recorded: a recorded listener nothing accepts on would only ever time out.
+bool Worker::watch_listeners(Forward& f, std::string& failure) {
+    for (int fd : {f.listen_fd, f.fixed_fd}) {
+        if (fd < 0) continue;
+        epoll_event ev{};
+        ev.events = EPOLLIN;
+        ev.data.ptr = static_cast<Pollable*>(&f);
+        if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
+            failure = std::string("cannot watch the listener: ") + std::strerror(errno);
+            return false;
+        }
+    }
+    return true;
+}
+
+// Closing a descriptor also takes it out of the epoll set.
+void Worker::close_listeners(Forward& f) {
+    for (int* fd : {&f.listen_fd, &f.fixed_fd}) {
+        if (*fd < 0) continue;
+        close(*fd);
+        *fd = -1;
+    }
+}
+
 int Worker::handle_cancel_forward(Session& s, ssh_message msg) {
     const char* addr_c = ssh_message_global_request_address(msg);
     std::string address = addr_c ? addr_c : "";
-    auto port = static_cast<std::uint32_t>(ssh_message_global_request_port(msg));
+    const std::uint32_t port = requested_port(msg);
     for (auto& f : s.forwards) {
         if (f->dead || f->requested_address != address) continue;
         if (f->requested_port == port || f->port == port) {
@@ -229,15 +286,13 @@ int Worker::handle_cancel_forward(Session& s, ssh_message msg) {
     return 1;
 }
 
+// The registry entry goes first, so from then on the module answers 503 for the name; then the listeners, so no
+// new connection reaches this forward; then every connection it accepted, so nothing already relayed (an idle
+// keepalive connection in nginx's cache included) can carry this forward's host's data any more.
 void Worker::remove_forward(Forward& f, const std::string& why) {
     if (f.dead) return;
     f.dead = true;
     garbage_ = true;
-    if (f.listen_fd >= 0) {
-        epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, f.listen_fd, nullptr);
-        close(f.listen_fd);
-        f.listen_fd = -1;
-    }
     bool owned = false;
     {
         std::lock_guard lock(ctx_.tunnels_mu);
@@ -258,26 +313,37 @@ void Worker::remove_forward(Forward& f, const std::string& why) {
             }
         }
     }
+    close_listeners(f);
     Session& s = *f.session;
+    std::size_t open_relays = 0;
+    for (auto& r : s.relays) {
+        if (r->forward_id != f.id || r->dead) continue;
+        relay_close(*r, "forward ended (" + why + ")");
+        ++open_relays;
+    }
     log_line("forward removed client=" + s.client + " fingerprint=" + s.fingerprint + " target=" + f.target +
              " port=" + std::to_string(f.port) + " reason=" + log_quote(why) +
-             " connections=" + std::to_string(f.connects) + (owned ? "" : " registry=kept(newer session)"));
+             " connections=" + std::to_string(f.connects) + " closed_relays=" + std::to_string(open_relays) +
+             (owned ? "" : " registry=kept(newer session)"));
 }
 
 void Worker::accept_connections(Forward& f) {
-    for (int i = 0; i < 64 && !f.dead; ++i) {
+    accept_on(f, f.listen_fd);
+    accept_on(f, f.fixed_fd);
+}
+
+void Worker::accept_on(Forward& f, int listen_fd) {
+    for (int i = 0; i < 64 && !f.dead && listen_fd >= 0; ++i) {
         sockaddr_storage peer{};
         socklen_t len = sizeof peer;
-        int fd = accept4(f.listen_fd, reinterpret_cast<sockaddr*>(&peer), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd = accept4(listen_fd, reinterpret_cast<sockaddr*>(&peer), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
                 // Out of descriptors: the pending connection stays readable and would make epoll spin. Stop
                 // listening for events until the next timer tick (resume_listeners) and say so once.
                 log_line("accept paused target=" + f.target + " port=" + std::to_string(f.port) + ": " +
                          std::strerror(errno));
-                epoll_event ev{};
-                ev.data.ptr = static_cast<Pollable*>(&f);
-                epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, f.listen_fd, &ev);
+                set_listener_interest(f, 0);
                 paused_listeners_.push_back(f.id);
                 return;
             }
@@ -302,6 +368,17 @@ void Worker::accept_connections(Forward& f) {
     }
 }
 
+void Worker::set_listener_interest(Forward& f, std::uint32_t events) {
+    for (int fd : {f.listen_fd, f.fixed_fd}) {
+        if (fd < 0) continue;
+        epoll_event ev{};
+        ev.events = events;
+        ev.data.ptr = static_cast<Pollable*>(&f);
+        if (epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, fd, &ev) != 0)
+            log_line("listener error target=" + f.target + ": epoll_ctl: " + std::strerror(errno));
+    }
+}
+
 void Worker::resume_listeners() {
     if (paused_listeners_.empty()) return;
     std::vector<std::uint64_t> ids;
@@ -309,10 +386,7 @@ void Worker::resume_listeners() {
     for (auto& [sid, s] : sessions_) {
         for (auto& f : s->forwards) {
             if (f->dead || std::find(ids.begin(), ids.end(), f->id) == ids.end()) continue;
-            epoll_event ev{};
-            ev.events = EPOLLIN;
-            ev.data.ptr = static_cast<Pollable*>(f.get());
-            epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, f->listen_fd, &ev);
+            set_listener_interest(*f, EPOLLIN);
         }
     }
 }

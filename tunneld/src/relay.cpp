@@ -29,6 +29,7 @@ void Worker::start_relay(Forward& f, int fd, const std::string& peer_host, std::
     auto relay = std::make_unique<Relay>();
     Relay& r = *relay;
     r.session = &s;
+    r.forward_id = f.id;
     r.target = f.target;
     r.fd = fd;
     r.peer_host = peer_host;
@@ -244,7 +245,10 @@ void Worker::relay_release(Relay& r) {
     s.relay_bytes_up += r.bytes_up;
     s.relay_bytes_down += r.bytes_down;
     r.bytes_up = r.bytes_down = 0;
-    if (r.close_reason != "done" && r.close_reason != "closed by client" && !r.close_reason.empty()) {
+    // Expected ends are not logged one by one; a forward that ends logs how many relays it closed.
+    const bool expected = r.close_reason.empty() || r.close_reason == "done" || r.close_reason == "closed by client" ||
+                          r.close_reason.starts_with("forward ended");
+    if (!expected) {
         log_line("relay closed client=" + s.client + " fingerprint=" + s.fingerprint + " target=" + r.target +
                  " peer=" + r.peer_host + ":" + std::to_string(r.peer_port) + " reason=" + log_quote(r.close_reason));
         r.close_reason.clear();

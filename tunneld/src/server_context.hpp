@@ -15,6 +15,7 @@
 #include "forward_policy.hpp"
 #include "monitoring_proxy/registry.hpp"
 #include "options.hpp"
+#include "loopback_addresses.hpp"
 #include "port_allocator.hpp"
 
 namespace tunneld {
@@ -54,6 +55,7 @@ struct TunnelOwner {
     Worker* worker = nullptr;
     std::uint64_t session_id = 0;
     std::uint64_t forward_id = 0;
+    std::uint32_t address = 0;
     std::uint16_t port = 0;
     std::string client;
 };
@@ -83,6 +85,7 @@ struct ServerContext {
     std::map<std::string, TunnelOwner> tunnels;
     std::map<std::string, std::uint16_t> last_port;  // previous port of each target: reconnects keep their port
     PortAllocator allocator;
+    LoopbackAddresses addresses;
 
     // authorized_keys, replaced wholesale on SIGHUP.
     void load_authorized_keys();

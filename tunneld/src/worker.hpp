@@ -43,17 +43,20 @@ struct Pollable {
     bool dead = false;
 };
 
-// One tcpip-forward: a loopback listener serving a target.
+// One tcpip-forward: a listener on a loopback address of its own serving a target (plus 127.0.0.1:port for a
+// declared fixed port, which hand-written nginx blocks use).
 struct Forward : Pollable {
     Forward() : Pollable(Kind::kListener) {}
     std::uint64_t id = 0;
     Session* session = nullptr;
     std::string target;
+    std::uint32_t address = 0;  // host byte order; what the registry records
     std::uint16_t port = 0;
     std::string requested_address;  // echoed in forwarded-tcpip opens: OpenSSH matches on it
     std::uint32_t requested_port = 0;
     std::uint32_t channel_port = 0;  // requested_port, or the allocated port for -R ...:0:...
-    int listen_fd = -1;
+    int listen_fd = -1;  // address:port
+    int fixed_fd = -1;   // 127.0.0.1:port, for a declared fixed port only
     std::uint64_t connects = 0;
 };
 
@@ -61,6 +64,7 @@ struct Forward : Pollable {
 struct Relay : Pollable {
     Relay() : Pollable(Kind::kRelay) {}
     Session* session = nullptr;
+    std::uint64_t forward_id = 0;  // the forward that accepted it: it ends with that forward
     std::string target;
     int fd = -1;
     ssh_channel channel = nullptr;
@@ -172,7 +176,11 @@ private:
     int handle_tcpip_forward(Session& s, ssh_message msg);
     int handle_cancel_forward(Session& s, ssh_message msg);
     void remove_forward(Forward& f, const std::string& why);
+    bool watch_listeners(Forward& f, std::string& failure);
+    void close_listeners(Forward& f);
     void accept_connections(Forward& f);
+    void accept_on(Forward& f, int listen_fd);
+    void set_listener_interest(Forward& f, std::uint32_t events);
     void resume_listeners();
 
     // relay.cpp

@@ -1,5 +1,6 @@
 #include "output.hpp"
 
+#include "monitoring_proxy/address.hpp"
 #include "monitoring_proxy/json.hpp"
 
 #include <algorithm>
@@ -39,9 +40,9 @@ std::string labels_text(const SnapshotEntry& e) {
 }  // namespace
 
 std::string render_table(const std::vector<SnapshotEntry>& entries) {
-    std::vector<std::vector<std::string>> rows{{"NAME", "STATE", "PORT", "CLIENT", "SINCE", "KEYS", "LABELS"}};
+    std::vector<std::vector<std::string>> rows{{"NAME", "STATE", "LISTENER", "CLIENT", "SINCE", "KEYS", "LABELS"}};
     for (const auto& e : entries) {
-        std::string port = e.tunnel ? std::to_string(e.tunnel->port)
+        std::string port = e.tunnel ? endpoint_text(e.tunnel->address, e.tunnel->port)
                            : (e.target && e.target->fixed_port) ? std::to_string(e.target->fixed_port) + "*"
                                                                 : "-";
         rows.push_back({e.name + (e.target ? "" : " (undeclared)"), state_of(e), port,
@@ -69,7 +70,7 @@ std::string render_details(const SnapshotEntry& e) {
     std::string out = "name:         " + e.name + "\n";
     out += std::string("state:        ") + state_of(e) + "\n";
     if (e.tunnel) {
-        out += "port:         " + std::to_string(e.tunnel->port) + " (127.0.0.1)\n";
+        out += "listener:     " + endpoint_text(e.tunnel->address, e.tunnel->port) + "\n";
         out += "client:       " + e.tunnel->client_address + "\n";
         out += "key:          " + e.tunnel->key_fingerprint + "\n";
         out += "since:        " + rfc3339(e.tunnel->connected_unix_ms / 1000) + "\n";
@@ -93,6 +94,7 @@ std::string render_json(const SnapshotEntry& e) {
     std::string out = "{\"name\":" + quote(e.name) + ",\"state\":\"" + state_of(e) + "\"";
     out += std::string(",\"declared\":") + (e.target ? "true" : "false");
     out += ",\"port\":" + (e.tunnel ? std::to_string(e.tunnel->port) : std::string("null"));
+    out += ",\"address\":" + (e.tunnel ? quote(ipv4_text(e.tunnel->address)) : std::string("null"));
     out += ",\"client\":" + (e.tunnel ? quote(e.tunnel->client_address) : std::string("null"));
     out += ",\"fingerprint\":" + (e.tunnel ? quote(e.tunnel->key_fingerprint) : std::string("null"));
     out += ",\"since\":" + (e.tunnel ? quote(rfc3339(e.tunnel->connected_unix_ms / 1000)) : std::string("null"));

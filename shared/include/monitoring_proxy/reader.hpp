@@ -14,7 +14,7 @@
 namespace monitoring_proxy::registry {
 
 enum class Resolution {
-    kLive,            // connect to 127.0.0.1:port
+    kLive,            // connect to address:port
     kUnknown,         // no such target (404)
     kNotConnected,    // declared, no live tunnel (503)
     kPathForbidden,   // path outside the target's allowed prefixes (403)
@@ -22,6 +22,7 @@ enum class Resolution {
 
 struct Resolved {
     Resolution status = Resolution::kUnknown;
+    std::uint32_t address = kLoopbackAddress;  // the live forward's own loopback address, host byte order
     std::uint16_t port = 0;
 };
 

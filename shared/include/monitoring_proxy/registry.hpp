@@ -103,6 +103,7 @@ public:
     std::vector<std::string> targets_for_key(std::string_view fingerprint);
     std::optional<TunnelRecord> get_tunnel(std::string_view name);
     std::vector<SnapshotEntry> snapshot();  // declared and live, sorted by name
+    std::map<std::uint16_t, std::string> fixed_ports();  // declared fixed port -> its target
     std::map<std::string, std::uint64_t> counters();
     std::map<std::uint64_t, InstanceRecord> instances();
 

@@ -20,10 +20,11 @@
 // Both environments carry the same schema version. A process that opens a registry whose version differs
 // from kSchemaVersion fails with a message naming both versions; nothing is migrated implicitly.
 //
-// Value encoding (all records): byte 0 is the record's encoding version (kRecordVersion); then the fields in
-// the order listed, integers little-endian and fixed width, strings as u16 LE length + bytes, lists as u16 LE
-// count + items. Decoders check every length against the value size and reject trailing bytes, so a corrupt
-// value is an error, never an overread. Unknown record versions are rejected.
+// Value encoding (all records): byte 0 is the record's encoding version (kRecordVersion, or
+// kTunnelRecordVersion for tunnel records); then the fields in the order listed, integers little-endian and fixed
+// width, strings as u16 LE length + bytes, lists as u16 LE count + items. Decoders check every length against the
+// value size and reject trailing bytes, so a corrupt value is an error, never an overread. Unknown record
+// versions are rejected.
 //
 // Permissions (see README "Registry permissions"): directories are 2750 owner:GROUP (setgid so files inherit
 // GROUP), data.mdb 0640, lock.mdb 0660. GROUP is the group nginx workers run as (--registry-group); readers open
@@ -40,6 +41,10 @@ namespace monitoring_proxy::registry {
 
 inline constexpr std::uint32_t kSchemaVersion = 1;
 inline constexpr std::uint8_t kRecordVersion = 1;
+// Tunnel records: version 2 appends `address`; version 1 records (written by older tunnelds) still decode, as
+// 127.0.0.1.
+inline constexpr std::uint8_t kTunnelRecordVersion = 2;
+inline constexpr std::uint32_t kLoopbackAddress = 0x7f000001;  // 127.0.0.1, host byte order
 
 inline constexpr const char* kDefaultDir = "/var/lib/monitoring-proxy/registry";
 inline constexpr const char* kDirEnvVar = "MONITORING_PROXY_REGISTRY";
@@ -80,11 +85,15 @@ struct TargetRecord {
 
 // live tunnels/<name>
 struct TunnelRecord {
-    std::uint16_t port = 0;               // tunneld listens on 127.0.0.1:port
+    std::uint16_t port = 0;               // tunneld listens on address:port
     std::uint64_t instance = 0;           // owning tunneld instance (instances/<id>)
     std::int64_t connected_unix_ms = 0;
     std::string client_address;           // "203.0.113.7:51234"
     std::string key_fingerprint;
+    // IPv4 loopback address (host byte order) of this forward's listener: one of its own for every forward
+    // lifetime, so no connection to an ended forward (nginx keepalive caches match on the socket address) can
+    // ever be taken for the forward that follows it on the same port. See README "Security".
+    std::uint32_t address = kLoopbackAddress;
     bool operator==(const TunnelRecord&) const = default;
 };
 
