@@ -7,6 +7,7 @@
 #include "module.hpp"
 #include "worker_registry.hpp"
 
+#include "monitoring_proxy/codec.hpp"
 #include "monitoring_proxy/names.hpp"
 #include "tunnel/request_path.hpp"
 #include "tunnel/scrape_timeout.hpp"
@@ -108,6 +109,11 @@ Outcome resolve(ngx_http_request_t* r, RequestCtx* ctx, std::string_view name, s
         case registry::Resolution::kPathForbidden: ctx->declared = 1; return Outcome::kPathForbidden;
         }
         return Outcome::kRegistryError;
+    } catch (const registry::DecodeError& e) {
+        // One record that cannot be decoded (damaged, or written by a newer version) fails this target only.
+        const std::string printable = printable_name(name);
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0, "tunnel: the registry record of \"%*s\" is unreadable: %s",
+                      printable.size(), printable.data(), e.what());
     } catch (const std::exception& e) {
         worker_registry_failed(r->connection->log, e.what());
     } catch (...) {

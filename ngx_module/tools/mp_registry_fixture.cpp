@@ -3,6 +3,8 @@
 //
 //   mp-registry-fixture --registry DIR live NAME PORT   record a live tunnel NAME -> 127.0.0.1:PORT
 //   mp-registry-fixture --registry DIR gone NAME        remove it
+//   mp-registry-fixture --registry DIR future NAME      rewrite target NAME's record as an unknown (newer)
+//                                                       record version, as a newer tunnelctl might write it
 //
 // New files get the group from $MONITORING_PROXY_REGISTRY_GROUP (nginx workers must open lock.mdb).
 #include "monitoring_proxy/registry.hpp"
@@ -21,7 +23,8 @@ constexpr std::uint64_t kFixtureInstance = 0xf1c7;
 int usage() {
     std::fprintf(stderr,
                  "usage: mp-registry-fixture --registry DIR live NAME PORT\n"
-                 "       mp-registry-fixture --registry DIR gone NAME\n");
+                 "       mp-registry-fixture --registry DIR gone NAME\n"
+                 "       mp-registry-fixture --registry DIR future NAME\n");
     return 1;
 }
 
@@ -36,6 +39,21 @@ int main(int argc, char** argv) {
     try {
         OpenOptions options;
         options.dir = args[1];
+        if (command == "future" && args.size() == 4) {
+            // The declared env through LMDB directly: the registry API only writes valid records.
+            monitoring_proxy::lmdb::Env env(options.dir, 0, 0, 8, 0640);
+            monitoring_proxy::lmdb::Txn txn(env, 0);
+            auto targets = txn.open_db(kDbTargets, 0);
+            if (!targets || !txn.get(*targets, name)) {
+                std::fprintf(stderr, "mp-registry-fixture: no target \"%s\"\n", name.c_str());
+                return 2;
+            }
+            std::string value(1, static_cast<char>(kRecordVersion + 100));
+            value += "fields of a future version";
+            txn.put(*targets, name, value);
+            txn.commit();
+            return 0;
+        }
         Registry registry = Registry::open(options);
         if (command == "live" && args.size() == 5) {
             const unsigned long port = std::stoul(args[4]);

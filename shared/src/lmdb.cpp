@@ -23,7 +23,7 @@ Env::Env(const std::string& path, unsigned flags, std::size_t map_size, unsigned
         // any thread and tunneld's worker threads can each read.
         check(mdb_env_open(env_, path_.c_str(), flags | MDB_NOTLS, mode), path_, "cannot open LMDB environment");
         // A data file shorter than its last commit would raise SIGBUS on the first read of the map.
-        const std::string data = (flags & MDB_NOSUBDIR) ? path_ : path_ + "/data.mdb";
+        const std::string data = (flags & MDB_NOSUBDIR) ? path_ : path_ + "/" + kDataFile;
         if (auto truncated = truncated_lmdb_file(data)) throw LmdbError(MDB_CORRUPTED, path_, *truncated);
     } catch (...) {
         mdb_env_close(env_);

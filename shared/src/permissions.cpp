@@ -73,8 +73,8 @@ bool ensure_dir(const std::string& dir) {
 
 void apply_policy(const std::string& dir, gid_t group) {
     set_mode_and_group(dir, kDirMode, group);
-    set_mode_and_group(dir + "/data.mdb", kDataMode, group);
-    set_mode_and_group(dir + "/lock.mdb", kLockMode, group);
+    set_mode_and_group(dir + "/" + lmdb::kDataFile, kDataMode, group);
+    set_mode_and_group(dir + "/" + lmdb::kLockFile, kLockMode, group);
 }
 
 }  // namespace monitoring_proxy::registry

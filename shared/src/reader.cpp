@@ -18,7 +18,11 @@ lmdb::Env open_read_only(const std::string& path) { return lmdb::Env(path, MDB_R
 
 }  // namespace
 
-Reader::Reader(const std::string& dir) : dir_(dir) {
+Reader::Reader(const std::string& dir)
+    : dir_(dir),
+      declared_file_(dir + "/" + lmdb::kDataFile),
+      live_file_(dir + "/" + kLiveSubdir + "/" + lmdb::kDataFile),
+      next_replacement_check_(std::chrono::steady_clock::now() + kReplacementCheckInterval) {
     declared_ = open_read_only(dir);
     declared_.reader_check();  // slots left by killed workers
     lmdb::Txn txn(declared_, MDB_RDONLY);
@@ -32,6 +36,15 @@ Reader::Reader(const std::string& dir) : dir_(dir) {
     txn.commit();
     declared_txn_ = lmdb::Txn(declared_, MDB_RDONLY);
     declared_txn_.reset();
+}
+
+Freshness Reader::freshness() noexcept {
+    if (declared_file_.shrunk() || live_file_.shrunk()) return Freshness::kTruncated;
+    const auto now = std::chrono::steady_clock::now();
+    if (now < next_replacement_check_) return Freshness::kCurrent;
+    next_replacement_check_ = now + kReplacementCheckInterval;
+    if (declared_file_.replaced() || live_file_.replaced()) return Freshness::kReplaced;
+    return Freshness::kCurrent;
 }
 
 void Reader::begin(lmdb::Env& env, lmdb::Txn& txn) {

@@ -224,8 +224,8 @@ Registry Registry::open(const OpenOptions& o) {
         } catch (const lmdb::LmdbError& e) {
             // Live state describes connections of this boot only; a damaged copy is rebuilt, never trusted.
             if (!writable || !corrupt_code(e.code())) throw;
-            ::unlink((live_dir + "/data.mdb").c_str());
-            ::unlink((live_dir + "/lock.mdb").c_str());
+            ::unlink((live_dir + "/" + lmdb::kDataFile).c_str());
+            ::unlink((live_dir + "/" + lmdb::kLockFile).c_str());
             reg.notices_.push_back(std::string("live state was unreadable (") + e.what() + "); recreated it empty");
             reg.live_ = open_env(live_dir, o, MDB_NOSYNC);
         }

@@ -68,3 +68,20 @@ def test_corrupt_registry_answers_500_and_names_the_lmdb_error(env):
     lines = unreadable_lines(nginx)
     assert lines and env.registry.path in lines[0], nginx.error_log()
     assert "MDB_INVALID" in lines[0] or "not an LMDB file" in lines[0], lines[0]
+
+
+def test_one_undecodable_target_record_fails_that_target_only(env):
+    """A record written by a newer version (or damaged) answers 500 for its own target, with a log line naming
+    it; every other target keeps answering 200 at once: the worker keeps its reader."""
+    import nginx_harness as h
+    env.target("web1")
+    env.target("web2")
+    nginx = env.nginx(workers=1).start()
+    assert nginx.status("/web1/metrics") == 200 and nginx.status("/web2/metrics") == 200
+    h.run([mp.program("mp-registry-fixture"), "--registry", env.registry.path, "future", "web2"])
+    mp.wait_until(lambda: nginx.status("/web2/metrics") == 500, timeout=10, what="web2 answers 500")
+    statuses = [nginx.status("/web1/metrics") for _ in range(200)]
+    assert statuses == [200] * 200, {s: statuses.count(s) for s in set(statuses)}
+    log = nginx.error_log()
+    assert 'the registry record of "web2" is unreadable' in log and "unknown record version" in log, log
+    assert "reopening" not in log and "unreadable: " not in log.split('record of "web2"')[0], log

@@ -11,6 +11,10 @@
 
 namespace monitoring_proxy::lmdb {
 
+// The files LMDB keeps in an environment directory: named here only.
+inline constexpr const char* kDataFile = "data.mdb";
+inline constexpr const char* kLockFile = "lock.mdb";
+
 class LmdbError : public std::runtime_error {
 public:
     LmdbError(int code, const std::string& path, const std::string& what);

@@ -1,10 +1,13 @@
 // The nginx module's view of the registry: opened once per worker (init_process), one lookup per request with
-// no allocation, read transactions reused through mdb_txn_reset/mdb_txn_renew.
+// no allocation, read transactions reused through mdb_txn_reset/mdb_txn_renew. The Reader also knows whether it
+// still reads the registry's files (freshness()), so its user never names an LMDB file.
 #pragma once
 
+#include "monitoring_proxy/file_watch.hpp"
 #include "monitoring_proxy/lmdb.hpp"
 #include "monitoring_proxy/registry.hpp"
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -18,6 +21,12 @@ enum class Resolution {
     kUnknown,         // no such target (404)
     kNotConnected,    // declared, no live tunnel (503)
     kPathForbidden,   // path outside the target's allowed prefixes (403)
+};
+
+enum class Freshness {
+    kCurrent,    // reading the files the registry directory holds now
+    kTruncated,  // a data file shrank in place: the next read past its end would raise SIGBUS
+    kReplaced,   // the directory now holds other files (restored, rebuilt), or the live one appeared
 };
 
 struct Resolved {
@@ -34,8 +43,14 @@ public:
     Reader& operator=(const Reader&) = delete;
 
     // `name` must already be valid (valid_target_name); `path` is the part after /<name>, starting with '/'.
-    // Throws LmdbError when the registry cannot be read. Allocates nothing.
+    // Throws LmdbError when the registry cannot be read, DecodeError when this target's record cannot be
+    // decoded (the reader stays usable for every other target). Allocates nothing.
     Resolved resolve(std::string_view name, std::string_view path);
+
+    // Anything other than kCurrent: close this reader and open a new one. Costs two fstat calls; the
+    // replacement check (two stat calls) runs at most once per kReplacementCheckInterval.
+    Freshness freshness() noexcept;
+    static constexpr std::chrono::milliseconds kReplacementCheckInterval{1000};
 
     // Everything at once, for discovery, metrics and the status page (allocates; not for the proxy path).
     std::vector<SnapshotEntry> snapshot();
@@ -49,6 +64,8 @@ private:
     // Opens DIR/live once it exists; false while it does not.
     bool open_live();
     std::string dir_;
+    FileWatch declared_file_, live_file_;  // watched from before the environments are opened
+    std::chrono::steady_clock::time_point next_replacement_check_;
     lmdb::Env declared_, live_;
     lmdb::Txn declared_txn_, live_txn_;
     MDB_dbi targets_{}, tunnels_{}, counters_{};
