@@ -1,5 +1,6 @@
 #include "metrics.hpp"
 
+#include "monitoring_proxy/codec.hpp"
 #include "monitoring_proxy/names.hpp"
 
 #include <algorithm>
@@ -10,10 +11,6 @@ namespace monitoring_proxy::tunnel {
 namespace {
 
 constexpr std::string_view kPrefix = "monitoring_proxy_";
-
-bool metric_name_char(char c, bool first) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == ':' || (!first && c >= '0' && c <= '9');
-}
 
 void escape_label_value(std::string& out, std::string_view v) {
     for (char c : v) {
@@ -75,65 +72,7 @@ private:
     std::string current_;
 };
 
-struct KnownCounter {
-    const char* name;
-    const char* help;
-};
-constexpr KnownCounter kTunneldHelp[] = {
-    {"sessions_total", "SSH sessions accepted by tunneld."},
-    {"auth_failures_total", "Failed SSH authentications, by reason."},
-    {"forwards_refused_total", "Refused forward requests, by reason."},
-    {"keepalive_drops_total", "Sessions dropped after unanswered keepalives."},
-    {"channels_refused_total", "Refused channel requests (shell, exec, direct-tcpip...), by kind."},
-};
-
-const char* help_for(const std::string& name) {
-    for (const auto& k : kTunneldHelp)
-        if (name == k.name) return k.help;
-    return "Counter recorded by tunneld.";
-}
-
-bool per_tunnel(const CounterKey& k) {
-    return (k.name == "connects_total" || k.name == "takeovers_total") && k.labels.size() == 1 &&
-           k.labels[0].first == "tunnel";
-}
-
 }  // namespace
-
-bool parse_counter_key(std::string_view key, CounterKey& out) {
-    out = {};
-    auto brace = key.find('{');
-    std::string_view name = key.substr(0, brace);
-    if (name.empty()) return false;
-    for (std::size_t i = 0; i < name.size(); ++i)
-        if (!metric_name_char(name[i], i == 0)) return false;
-    out.name = name;
-    if (brace == std::string_view::npos) return true;
-    std::string_view rest = key.substr(brace + 1);
-    if (rest.empty() || rest.back() != '}') return false;
-    rest.remove_suffix(1);
-    while (!rest.empty()) {
-        auto eq = rest.find("=\"");
-        if (eq == std::string_view::npos) return false;
-        std::string label(rest.substr(0, eq));
-        if (!valid_label_name(label)) return false;
-        rest.remove_prefix(eq + 2);
-        std::string value;
-        std::size_t i = 0;
-        for (; i < rest.size() && rest[i] != '"'; ++i) {
-            if (rest[i] == '\\' && i + 1 < rest.size()) ++i;
-            value += rest[i];
-        }
-        if (i == rest.size()) return false;
-        rest.remove_prefix(i + 1);
-        if (!rest.empty()) {
-            if (rest.front() != ',') return false;
-            rest.remove_prefix(1);
-        }
-        out.labels.emplace_back(std::move(label), std::move(value));
-    }
-    return true;
-}
 
 std::string render_metrics(const MetricsInput& in) {
     Exposition x;
@@ -141,14 +80,20 @@ std::string render_metrics(const MetricsInput& in) {
     for (const auto& e : in.entries)
         if (e.target) declared.push_back(&e);
 
-    // tunneld's counters: per-tunnel ones are joined with the declared targets below, the rest pass through.
+    // tunneld's counters, named and described by the vocabulary in registry_schema.hpp: per-tunnel ones are
+    // joined with the declared targets below, the rest pass through.
+    using registry::CounterLabel;
+    using registry::TunneldCounter;
     std::map<std::string, std::uint64_t> connects, takeovers;
-    std::map<std::string, std::vector<std::pair<CounterKey, std::uint64_t>>> passthrough;
+    std::map<const registry::CounterSpec*, std::vector<std::pair<std::string_view, std::uint64_t>>> passthrough;
     for (const auto& [key, value] : in.tunneld_counters) {
-        CounterKey k;
-        if (!parse_counter_key(key, k)) continue;  // never let one odd key break the whole exposition
-        if (per_tunnel(k)) (k.name == "connects_total" ? connects : takeovers)[k.labels[0].second] = value;
-        else passthrough[k.name].emplace_back(std::move(k), value);
+        const auto k = registry::decode_counter_key(key);
+        if (!k) continue;  // a key of a newer tunneld: never let it break the whole exposition
+        if (k->spec->label == CounterLabel::kTunnel) {
+            (k->spec->id == TunneldCounter::kConnects ? connects : takeovers)[std::string(k->label_value)] = value;
+        } else {
+            passthrough[k->spec].emplace_back(k->label_value, value);
+        }
     }
     std::map<std::string, const CounterValues*, std::less<>> requests;
     for (const auto& t : in.requests.targets) requests[t.name] = &t.values;
@@ -224,10 +169,15 @@ std::string render_metrics(const MetricsInput& in) {
     x.family("untracked_requests_total", "counter", "Requests of targets that found the per-target counter table full (counted in totals only).");
     x.sample({}, in.requests.dropped_targets);
 
-    for (const auto& [name, samples] : passthrough) {
-        std::string full = "tunneld_" + name;
-        x.family(full, name.ends_with("_total") ? "counter" : "gauge", help_for(name));
-        for (const auto& [k, value] : samples) x.sample(k.labels, value);
+    // In vocabulary order, so the exposition does not depend on which counters happen to exist.
+    for (const auto& spec : registry::kTunneldCounters) {
+        auto it = passthrough.find(&spec);
+        if (it == passthrough.end()) continue;
+        x.family(std::string("tunneld_") + spec.name, "counter", spec.help);
+        for (const auto& [label_value, value] : it->second) {
+            if (spec.label == CounterLabel::kNone) x.sample({}, value);
+            else x.sample({{registry::counter_label_name(spec.label), std::string(label_value)}}, value);
+        }
     }
     return x.take();
 }

@@ -16,17 +16,10 @@ namespace monitoring_proxy::tunnel {
 
 struct MetricsInput {
     const std::vector<registry::SnapshotEntry>& entries;
-    const std::map<std::string, std::uint64_t>& tunneld_counters;  // "name" or "name{label=\"v\",...}"
+    const std::map<std::string, std::uint64_t>& tunneld_counters;  // live counters keys (registry_schema.hpp)
     const CountersSnapshot& requests;
 };
 
 std::string render_metrics(const MetricsInput& input);
-
-// A tunneld counter key split into its metric name and labels; false if the key is not well-formed.
-struct CounterKey {
-    std::string name;
-    std::vector<std::pair<std::string, std::string>> labels;
-};
-bool parse_counter_key(std::string_view key, CounterKey& out);
 
 }  // namespace monitoring_proxy::tunnel

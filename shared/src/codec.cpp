@@ -217,4 +217,49 @@ bool target_allows_path(std::string_view bytes, std::string_view path) {
     return false;
 }
 
+const CounterSpec& counter_spec(TunneldCounter counter) {
+    for (const auto& spec : kTunneldCounters)
+        if (spec.id == counter) return spec;
+    throw std::invalid_argument("unknown tunneld counter " + std::to_string(static_cast<int>(counter)));
+}
+
+std::string encode_counter_key(TunneldCounter counter, std::string_view label_value) {
+    const CounterSpec& spec = counter_spec(counter);
+    if ((spec.label == CounterLabel::kNone) != label_value.empty())
+        throw std::invalid_argument(std::string("counter ") + spec.name +
+                                    (label_value.empty() ? " needs a label value" : " takes no label"));
+    std::string key(1, static_cast<char>(counter));
+    key += label_value;
+    return key;
+}
+
+std::optional<CounterKey> decode_counter_key(std::string_view key) {
+    if (key.empty()) return std::nullopt;
+    for (const auto& spec : kTunneldCounters) {
+        if (static_cast<std::uint8_t>(spec.id) != static_cast<std::uint8_t>(key[0])) continue;
+        std::string_view label = key.substr(1);
+        if ((spec.label == CounterLabel::kNone) != label.empty()) return std::nullopt;
+        return CounterKey{&spec, label};
+    }
+    return std::nullopt;
+}
+
+std::string counter_text(const CounterKey& key) {
+    std::string out = key.spec->name;
+    if (key.spec->label == CounterLabel::kNone) return out;
+    out += '{';
+    out += counter_label_name(key.spec->label);
+    out += "=\"";
+    for (char c : key.label_value) {
+        if (c == '\\' || c == '"') out += '\\';
+        if (c == '\n') {
+            out += "\\n";
+            continue;
+        }
+        out += c;
+    }
+    out += "\"}";
+    return out;
+}
+
 }  // namespace monitoring_proxy::registry

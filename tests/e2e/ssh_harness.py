@@ -140,17 +140,9 @@ class Tunneld:
         return e if e and e["state"] == "connected" else None
 
     def counters(self):
-        """The live environment's counters (key -> int), read with mdb_dump."""
-        out = subprocess.run(["mdb_dump", "-p", "-s", "counters", os.path.join(self.registry, "live")],
-                             capture_output=True, text=True)
-        if out.returncode != 0:
-            return {}
-        lines = [l[1:] for l in out.stdout.splitlines() if l.startswith(" ")]
-        result = {}
-        for key, value in zip(lines[0::2], lines[1::2]):
-            raw = bytes(_unescape_printable(value))
-            result[bytes(_unescape_printable(key)).decode()] = int.from_bytes(raw, "little")
-        return result
+        """tunneld's counters (`name{label="v"}` -> int), as `tunnelctl counters --json` prints them."""
+        r = self.tunnelctl("counters", "--json", check=False)
+        return json.loads(r.stdout) if r.returncode == 0 else {}
 
     def ssh(self, key, *forwards, user="tunnel", extra=(), name="ssh"):
         # ssh keeps the first value given for an option: the test's own options go first.
@@ -189,20 +181,3 @@ def _port_free(port):
             return True
         except OSError:
             return False
-
-
-def _unescape_printable(text):
-    """mdb_dump -p escapes non-printable bytes as \\xx hex and backslash as \\\\."""
-    i = 0
-    while i < len(text):
-        c = text[i]
-        if c == "\\":
-            if text[i + 1] == "\\":
-                yield ord("\\")
-                i += 2
-            else:
-                yield int(text[i + 1:i + 3], 16)
-                i += 3
-        else:
-            yield ord(c)
-            i += 1

@@ -37,6 +37,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (full != endpoint_ok) std::abort();
     if (full && (endpoint.port != r.port || endpoint.address != r.address)) std::abort();
     if (full && static_cast<std::uint8_t>(bytes[0]) == kTunnelRecordVersion && encode(r) != bytes) std::abort();
+    // A counter key is either one of the vocabulary's, exactly as tunneld encodes it, or refused.
+    if (auto key = decode_counter_key(bytes)) {
+        if (encode_counter_key(key->spec->id, key->label_value) != bytes) std::abort();
+    }
     try {
         InstanceRecord i = decode_instance(bytes);
         if (encode(i) != bytes) std::abort();

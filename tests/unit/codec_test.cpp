@@ -2,6 +2,9 @@
 
 #include <catch2/catch.hpp>
 
+#include <set>
+#include <stdexcept>
+
 using namespace monitoring_proxy::registry;
 
 TEST_CASE("target records round-trip", "[codec]") {
@@ -84,4 +87,35 @@ TEST_CASE("path prefixes allow their subtree only", "[codec]") {
     CHECK(target_allows_path(bytes, "/probe/a"));
     CHECK_FALSE(target_allows_path(bytes, "/probe"));
     CHECK_FALSE(target_allows_path(bytes, "/"));
+}
+
+TEST_CASE("every tunneld counter key round-trips through the vocabulary", "[codec][counters]") {
+    std::set<int> ids;
+    std::set<std::string> names;
+    for (const auto& spec : kTunneldCounters) {
+        CAPTURE(spec.name);
+        CHECK(ids.insert(static_cast<int>(spec.id)).second);  // ids are stored: unique
+        CHECK(names.insert(spec.name).second);
+        const std::string label = spec.label == CounterLabel::kNone ? "" : "web1";
+        const std::string encoded = encode_counter_key(spec.id, label);  // the decoded view points into it
+        const auto key = decode_counter_key(encoded);
+        REQUIRE(key);
+        CHECK(key->spec == &spec);
+        CHECK(key->label_value == label);
+        CHECK(&counter_spec(spec.id) == &spec);
+    }
+    const std::string refused = encode_counter_key(TunneldCounter::kForwardsRefused, "port_range");
+    CHECK(counter_text(*decode_counter_key(refused)) == R"(forwards_refused_total{reason="port_range"})");
+    const std::string sessions = encode_counter_key(TunneldCounter::kSessions);
+    CHECK(counter_text(*decode_counter_key(sessions)) == "sessions_total");
+}
+
+TEST_CASE("counter keys outside the vocabulary are refused, never guessed", "[codec][counters]") {
+    CHECK_THROWS_AS(encode_counter_key(TunneldCounter::kSessions, "x"), std::invalid_argument);
+    CHECK_THROWS_AS(encode_counter_key(TunneldCounter::kForwardsRefused), std::invalid_argument);
+    CHECK_FALSE(decode_counter_key(""));
+    CHECK_FALSE(decode_counter_key("sessions_total"));  // the text keys tunnelds wrote before the vocabulary
+    CHECK_FALSE(decode_counter_key(std::string(1, '\xee')));
+    CHECK_FALSE(decode_counter_key(encode_counter_key(TunneldCounter::kSessions) + "label"));
+    CHECK_FALSE(decode_counter_key(std::string(1, static_cast<char>(TunneldCounter::kForwardsRefused))));
 }

@@ -17,6 +17,8 @@
 
 namespace tunneld {
 
+using Counter = monitoring_proxy::registry::TunneldCounter;
+
 namespace {
 
 constexpr int kMaxUnauthenticated = 256;  // beyond this, new connections are closed at once (MaxStartups)
@@ -98,7 +100,7 @@ void Acceptor::run() noexcept {
             std::string ip;
             std::string client = describe_peer(peer, ip);
             if (ctx_.unauthenticated.load() >= kMaxUnauthenticated) {
-                ctx_.counters.add("connections_refused_total{reason=\"unauthenticated_cap\"}");
+                ctx_.counters.add(Counter::kConnectionsRefused, "unauthenticated_cap");
                 log_line("connect refused client=" + client + " reason=\"too many unauthenticated connections (" +
                          std::to_string(kMaxUnauthenticated) + ")\"");
                 close(fd);

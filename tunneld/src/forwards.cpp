@@ -20,6 +20,8 @@
 
 namespace tunneld {
 
+using Counter = monitoring_proxy::registry::TunneldCounter;
+
 using monitoring_proxy::endpoint_text;
 using monitoring_proxy::ipv4_text;
 
@@ -80,7 +82,7 @@ int Worker::handle_tcpip_forward(Session& s, ssh_message msg) {
     const char* addr_c = ssh_message_global_request_address(msg);
     ForwardRequest request{addr_c ? addr_c : "", requested_port(msg)};
     auto refuse = [&](const std::string& reason, const std::string& why) {
-        ctx_.counters.add("forwards_refused_total{reason=\"" + reason + "\"}");
+        ctx_.counters.add(Counter::kForwardsRefused, reason);
         log_line("forward refused client=" + s.client + " fingerprint=" + s.fingerprint +
                  " requested=" + requested_text(request.bind_address, request.bind_port) + " reason=" + reason +
                  " detail=" + log_quote(why));
@@ -115,7 +117,7 @@ int Worker::handle_tcpip_forward(Session& s, ssh_message msg) {
     }
     if (!decision.allowed) {
         if (decision.takeover_attempt) {
-            ctx_.counters.add("takeover_attempts_total");
+            ctx_.counters.add(Counter::kTakeoverAttempts);
             log_line("takeover attempt client=" + s.client + " fingerprint=" + s.fingerprint +
                      " requested=" + requested_text(request.bind_address, request.bind_port) +
                      " detail=" + log_quote(decision.message));
@@ -229,10 +231,10 @@ int Worker::handle_tcpip_forward(Session& s, ssh_message msg) {
     log_line("forward added client=" + s.client + " fingerprint=" + s.fingerprint + " target=" + decision.target +
              " port=" + std::to_string(forward->port) + " address=" + ipv4_text(forward->address) +
              " requested=" + requested_text(request.bind_address, request.bind_port));
-    ctx_.counters.add("forwards_total");
+    ctx_.counters.add(Counter::kForwards);
     if (previous) {
         // Newest session wins: the old forward goes at once, its session too if nothing else remains.
-        ctx_.counters.add("takeovers_total{tunnel=\"" + decision.target + "\"}");
+        ctx_.counters.add(Counter::kTakeovers, decision.target);
         log_line("takeover client=" + s.client + " fingerprint=" + s.fingerprint + " target=" + decision.target +
                  " port=" + std::to_string(forward->port) + " previous_client=" + previous->client);
         Mail cancel{Mail::Type::kCancelForward};
@@ -363,7 +365,7 @@ void Worker::accept_on(Forward& f, int listen_fd) {
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         ++f.connects;
-        ctx_.counters.add("connects_total{tunnel=\"" + f.target + "\"}");
+        ctx_.counters.add(Counter::kConnects, f.target);
         start_relay(f, fd, host, peer_port);
     }
 }

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "address_match.hpp"
+#include "monitoring_proxy/codec.hpp"
 #include "log.hpp"
 #include "worker.hpp"
 
@@ -16,7 +17,9 @@ std::int64_t now_unix_ms() {
         .count();
 }
 
-void Counters::add(const std::string& key, std::uint64_t delta) {
+void Counters::add(monitoring_proxy::registry::TunneldCounter counter, std::string_view label_value,
+                   std::uint64_t delta) {
+    const std::string key = monitoring_proxy::registry::encode_counter_key(counter, label_value);
     std::lock_guard lock(mu_);
     pending_[key] += delta;
 }

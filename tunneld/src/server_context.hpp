@@ -42,7 +42,9 @@ private:
 // no registry write sits on the relay path.
 class Counters {
 public:
-    void add(const std::string& key, std::uint64_t delta = 1);
+    // `label_value` for the counters that take one (registry_schema.hpp, kTunneldCounters).
+    void add(monitoring_proxy::registry::TunneldCounter counter, std::string_view label_value = {},
+             std::uint64_t delta = 1);
     void flush(RegistryGateway& registry) noexcept;
 
 private:

@@ -9,6 +9,8 @@
 
 namespace tunneld {
 
+using Counter = monitoring_proxy::registry::TunneldCounter;
+
 namespace {
 
 constexpr unsigned kMaxAuthFailures = 6;
@@ -99,7 +101,7 @@ int Worker::handle_message(Session& s, ssh_message msg) {
                     // Requests libssh parses but tunneld does not serve. Requests libssh does not know at all
                     // (streamlocal-forward@openssh.com for -R /path:...) are refused by libssh itself before any
                     // callback, so they are not logged here.
-                    ctx_.counters.add("global_requests_refused_total");
+                    ctx_.counters.add(Counter::kGlobalRequestsRefused);
                     log_line("global request refused client=" + s.client + " fingerprint=" + s.fingerprint +
                              " reason=\"unsupported request (only tcpip-forward and cancel-tcpip-forward; "
                              "streamlocal forwards are refused)\"");
@@ -117,7 +119,7 @@ int Worker::handle_auth(Session& s, ssh_message msg) {
     s.user = user_c ? user_c : "";
     int method = ssh_message_subtype(msg);
     auto refuse = [&](const std::string& reason, const std::string& why, const std::string& fp) {
-        ctx_.counters.add("auth_failures_total{reason=\"" + reason + "\"}");
+        ctx_.counters.add(Counter::kAuthFailures, reason);
         log_line("auth refused client=" + s.client + " user=" + log_quote(s.user) + " fingerprint=" + fp +
                  " reason=" + reason + " detail=" + log_quote(why));
         if (++s.auth_failures >= kMaxAuthFailures) close_session(s, "too many authentication failures");
@@ -157,7 +159,7 @@ int Worker::handle_auth(Session& s, ssh_message msg) {
     s.grant = std::move(verdict.grant);
     s.last_in_packets = s.packet_counter.in_packets;
     ctx_.unauthenticated.fetch_sub(1);
-    ctx_.counters.add("auth_accepted_total");
+    ctx_.counters.add(Counter::kAuthAccepted);
     std::string targets;
     for (const auto& t : s.grant.bound_targets) targets += (targets.empty() ? "" : ",") + t;
     log_line("auth accepted client=" + s.client + " user=" + log_quote(s.user) + " fingerprint=" + fp +
@@ -178,7 +180,7 @@ int Worker::handle_channel_open(Session& s, ssh_message msg) {
     const char* type = channel_type_name(subtype);
     std::string reason = subtype == SSH_CHANNEL_DIRECT_TCPIP ? "direct-tcpip (ssh -L / -D) is never allowed"
                                                              : std::string(type) + " channels are not allowed";
-    ctx_.counters.add(std::string("channels_refused_total{type=\"") + type + "\"}");
+    ctx_.counters.add(Counter::kChannelsRefused, type);
     log_line("channel refused client=" + s.client + " fingerprint=" + s.fingerprint + " type=" + type +
              " reason=" + log_quote(reason));
     return 1;  // SSH_MSG_CHANNEL_OPEN_FAILURE, administratively prohibited
@@ -195,7 +197,7 @@ int Worker::handle_channel_request(Session& s, ssh_message msg) {
                            : subtype == SSH_CHANNEL_REQUEST_EXEC ? "exec"
                                                                  : "subsystem";
         ssh_message_channel_request_reply_success(msg);
-        ctx_.counters.add(std::string("channels_refused_total{type=\"") + what + "\"}");
+        ctx_.counters.add(Counter::kChannelsRefused, what);
         log_line("channel refused client=" + s.client + " fingerprint=" + s.fingerprint + " type=" + what +
                  " reason=\"sessions are not allowed, use ssh -N\"");
         // Answer after this round: writing and closing from inside the callback would poll re-entrantly. Only

@@ -18,6 +18,8 @@
 
 namespace tunneld {
 
+using Counter = monitoring_proxy::registry::TunneldCounter;
+
 namespace {
 
 constexpr auto kTimerPeriod = std::chrono::milliseconds(200);
@@ -256,7 +258,7 @@ void Worker::adopt_session(Mail& m) {
         return;
     }
     s->epoll_mask = ev.events;
-    ctx_.counters.add("sessions_total");
+    ctx_.counters.add(Counter::kSessions);
     sessions_.emplace(s->id, std::move(s));
     session_count_.store(sessions_.size());
 }
@@ -288,7 +290,7 @@ void Worker::on_timer() {
         if (s.closing) continue;
         if (!s.authenticated) {
             if (now - s.started > kLoginGraceTime) {
-                ctx_.counters.add("auth_failures_total{reason=\"grace_time\"}");
+                ctx_.counters.add(Counter::kAuthFailures, "grace_time");
                 close_session(s, "login grace time exceeded");
             }
             continue;
@@ -302,7 +304,7 @@ void Worker::on_timer() {
             continue;
         }
         if (++s.missed_keepalives > ctx_.options.keepalive_max) {
-            ctx_.counters.add("keepalive_drops_total");
+            ctx_.counters.add(Counter::kKeepaliveDrops);
             close_session(s, "no answer to " + std::to_string(ctx_.options.keepalive_max) + " keepalives");
             continue;
         }

@@ -178,6 +178,12 @@ int cmd_ls(Registry& reg, Args& args) {
     return kExitOk;
 }
 
+int cmd_counters(Registry& reg, Args& args) {
+    bool json = json_flag(args, "counters");
+    std::cout << render_counters(reg.counters(), json);
+    return kExitOk;
+}
+
 int cmd_label(Registry& reg, Args& args) {
     const std::string name = args.positional("NAME");
     std::vector<std::pair<std::string, std::string>> set;
@@ -334,7 +340,7 @@ int run(int argc, char** argv) {
         using Handler = int (*)(Registry&, Args&);
         static const std::pair<const char*, Handler> kCommands[] = {
             {"add", cmd_add},     {"rm", cmd_rm},   {"show", cmd_show},           {"ls", cmd_ls},
-            {"label", cmd_label}, {"key", cmd_key}, {"import-targets", cmd_import},
+            {"label", cmd_label}, {"key", cmd_key}, {"import-targets", cmd_import}, {"counters", cmd_counters},
         };
         Handler handler = nullptr;
         for (const auto& [n, h] : kCommands)

@@ -1,6 +1,7 @@
 #include "output.hpp"
 
 #include "monitoring_proxy/address.hpp"
+#include "monitoring_proxy/codec.hpp"
 #include "monitoring_proxy/json.hpp"
 
 #include <algorithm>
@@ -120,6 +121,22 @@ std::string render_json(const std::vector<SnapshotEntry>& entries) {
     std::string out = "[";
     for (std::size_t i = 0; i < entries.size(); ++i) out += (i ? ",\n " : "") + render_json(entries[i]);
     return out + "]\n";
+}
+
+std::string render_counters(const std::map<std::string, std::uint64_t>& counters, bool json) {
+    std::vector<std::pair<std::string, std::uint64_t>> lines;
+    for (const auto& spec : registry::kTunneldCounters) {
+        for (const auto& [key, value] : counters) {
+            const auto k = registry::decode_counter_key(key);
+            if (k && k->spec == &spec) lines.emplace_back(registry::counter_text(*k), value);
+        }
+    }
+    std::string out = json ? "{" : "";
+    for (std::size_t i = 0; i < lines.size(); ++i) {
+        if (json) out += (i ? "," : "") + json::quote(lines[i].first) + ":" + std::to_string(lines[i].second);
+        else out += lines[i].first + " " + std::to_string(lines[i].second) + "\n";
+    }
+    return json ? out + "}\n" : out;
 }
 
 }  // namespace monitoring_proxy::tunnelctl

@@ -3,6 +3,8 @@
 
 #include "monitoring_proxy/registry.hpp"
 
+#include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -14,5 +16,8 @@ std::string render_details(const registry::SnapshotEntry& entry);
 // fingerprint, since (RFC 3339 UTC or null), created, origin, labels, keys, paths, metrics_path.
 std::string render_json(const registry::SnapshotEntry& entry);
 std::string render_json(const std::vector<registry::SnapshotEntry>& entries);
+// tunneld's counters as `NAME{LABEL="VALUE"} N` lines (or one JSON object of those keys), in vocabulary order;
+// keys outside the vocabulary (an older or newer tunneld's) are left out.
+std::string render_counters(const std::map<std::string, std::uint64_t>& counters, bool json);
 
 }  // namespace monitoring_proxy::tunnelctl

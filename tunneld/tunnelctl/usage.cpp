@@ -16,7 +16,8 @@ Commands:
                         --metrics-path is what discovery tells Prometheus to scrape (default /metrics)
   rm NAME               remove a target (a live tunnel stops being served at once)
   show NAME [--json]    one target with its tunnel state
-  ls [--json]           every declared and live target: state, port, client, since, labels
+  ls [--json]           every declared and live target: state, listener, client, since, labels
+  counters [--json]     tunneld's counters (sessions, refusals by reason, connects per tunnel...)
   label NAME K=V...     set labels
   label NAME --rm K...  remove labels
   key add NAME PUBKEY   bind a public key ("ssh-ed25519 AAAA... comment") to NAME

@@ -4,6 +4,7 @@
 
 #include "monitoring_proxy/registry_schema.hpp"
 
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -33,6 +34,19 @@ struct TunnelEndpoint {
     std::uint16_t port = 0;
 };
 TunnelEndpoint tunnel_endpoint(std::string_view bytes);
+
+// Keys of the live counters database (registry_schema.hpp). encode_counter_key throws std::invalid_argument
+// for a label the counter does not take (or a missing one); decode_counter_key returns nullopt for a key that
+// is not one of the vocabulary's (an unknown id, a label where none belongs).
+struct CounterKey {
+    const CounterSpec* spec = nullptr;
+    std::string_view label_value;  // empty for CounterLabel::kNone
+};
+std::string encode_counter_key(TunneldCounter counter, std::string_view label_value = {});
+std::optional<CounterKey> decode_counter_key(std::string_view key);
+const CounterSpec& counter_spec(TunneldCounter counter);
+// "name" or "name{label=\"value\"}", as tunnelctl counters prints it (label values escaped as Prometheus does).
+std::string counter_text(const CounterKey& key);
 // Whether `path` is allowed by a TargetRecord's path_prefixes (every path when there are none).
 bool target_allows_path(std::string_view bytes, std::string_view path);
 

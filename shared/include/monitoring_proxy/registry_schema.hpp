@@ -15,7 +15,9 @@
 //     meta          "schema_version" -> u32 LE, "boot_id" -> the kernel's boot id text
 //     tunnels       target name      -> TunnelRecord
 //     instances     instance id (u64 LE) -> InstanceRecord (the tunneld process owning tunnels)
-//     counters      metric key text  -> u64 LE (tunneld's counters, exported by the module's metrics page)
+//     counters      counter key      -> u64 LE (tunneld's counters, exported by the module's metrics page):
+//                   the key is a TunneldCounter id (u8) followed by the value of its one label, if it has one
+//                   (kTunneldCounters below says which); no string grammar to parse.
 //
 // Both environments carry the same schema version. A process that opens a registry whose version differs
 // from kSchemaVersion fails with a message naming both versions; nothing is migrated implicitly.
@@ -104,5 +106,66 @@ struct InstanceRecord {
     std::int64_t started_unix_ms = 0;
     bool operator==(const InstanceRecord&) const = default;
 };
+
+// tunneld's counters: what tunneld writes and the module renders as monitoring_proxy_tunneld_NAME (per-tunnel
+// ones as monitoring_proxy_tunnel_NAME{tunnel=...}, joined with the declared targets). Ids are stored: never
+// renumber one, only add.
+enum class TunneldCounter : std::uint8_t {
+    kSessions = 1,
+    kAuthAccepted = 2,
+    kAuthFailures = 3,
+    kForwards = 4,
+    kForwardsRefused = 5,
+    kTakeoverAttempts = 6,
+    kTakeovers = 7,
+    kKeepaliveDrops = 8,
+    kConnects = 9,
+    kChannelsRefused = 10,
+    kGlobalRequestsRefused = 11,
+    kConnectionsRefused = 12,
+};
+
+enum class CounterLabel : std::uint8_t { kNone, kReason, kType, kTunnel };
+
+struct CounterSpec {
+    TunneldCounter id;
+    const char* name;  // Prometheus name without the monitoring_proxy_tunneld_ prefix
+    CounterLabel label;
+    const char* help;
+};
+
+inline constexpr CounterSpec kTunneldCounters[] = {
+    {TunneldCounter::kSessions, "sessions_total", CounterLabel::kNone, "SSH sessions accepted by tunneld."},
+    {TunneldCounter::kAuthAccepted, "auth_accepted_total", CounterLabel::kNone, "Successful SSH authentications."},
+    {TunneldCounter::kAuthFailures, "auth_failures_total", CounterLabel::kReason,
+     "Failed SSH authentications, by reason."},
+    {TunneldCounter::kForwards, "forwards_total", CounterLabel::kNone, "Forward requests accepted."},
+    {TunneldCounter::kForwardsRefused, "forwards_refused_total", CounterLabel::kReason,
+     "Refused forward requests, by reason."},
+    {TunneldCounter::kTakeoverAttempts, "takeover_attempts_total", CounterLabel::kNone,
+     "Forward requests for a name bound to another key."},
+    {TunneldCounter::kTakeovers, "takeovers_total", CounterLabel::kTunnel,
+     "Live tunnels replaced by a newer session of an allowed key."},
+    {TunneldCounter::kKeepaliveDrops, "keepalive_drops_total", CounterLabel::kNone,
+     "Sessions dropped after unanswered keepalives."},
+    {TunneldCounter::kConnects, "connects_total", CounterLabel::kTunnel,
+     "Tunnels opened for the target since tunneld's registry was created."},
+    {TunneldCounter::kChannelsRefused, "channels_refused_total", CounterLabel::kType,
+     "Refused channel requests (shell, exec, direct-tcpip...), by kind."},
+    {TunneldCounter::kGlobalRequestsRefused, "global_requests_refused_total", CounterLabel::kNone,
+     "Refused global requests other than tcpip-forward."},
+    {TunneldCounter::kConnectionsRefused, "connections_refused_total", CounterLabel::kReason,
+     "SSH connections closed before authentication, by reason."},
+};
+
+inline constexpr const char* counter_label_name(CounterLabel label) {
+    switch (label) {
+    case CounterLabel::kReason: return "reason";
+    case CounterLabel::kType: return "type";
+    case CounterLabel::kTunnel: return "tunnel";
+    case CounterLabel::kNone: break;
+    }
+    return "";
+}
 
 }  // namespace monitoring_proxy::registry
