@@ -23,6 +23,8 @@ test=(
   clang libclang-rt-14-dev   # libFuzzer targets (tests/fuzz)
   python3 python3-pytest
   chromium                   # the status page, rendered headless in tests
+  dpkg-dev file              # CPack's DEB generator: dpkg-shlibdeps, and file to find the ELF files
+  mmdebstrap lintian systemd # the .debs installed into a fresh bookworm root, linted, their unit verified
 )
 
 want=()
