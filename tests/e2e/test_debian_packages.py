@@ -166,6 +166,10 @@ def test_install_scrape_upgrade_remove_purge(packages, root, procs, workdir, exp
     verify = subprocess.run(["systemd-analyze", "verify", f"--root={root.path}", "tunneld.service"],
                             capture_output=True, text=True)
     assert verify.returncode == 0 and not (verify.stdout + verify.stderr).strip(), verify.stdout + verify.stderr
+    # The sandboxing cannot run without systemd as init; its rating guards it (README: 1.5, "OK"; threshold 20 = 2.0).
+    security = subprocess.run(["systemd-analyze", "security", "--offline=true", "--threshold=20",
+                               f"--root={root.path}", "tunneld.service"], capture_output=True, text=True)
+    assert security.returncode == 0, security.stdout + security.stderr
 
     # -- configured as README says: tunneld's flags, the sample site enabled instead of the default one --
     ssh_port, http_port = mp.free_port(), mp.free_port()
