@@ -13,6 +13,7 @@ build=(
   libssh-dev                 # tunneld's SSH server
   liblmdb-dev lmdb-utils     # the registry; mdb_stat for inspection
   catch2                     # unit tests (v2, prebuilt Catch2WithMain)
+  dpkg-dev file              # the Debian packages (CPack): dpkg-shlibdeps, and file to find the ELF files
 )
 test=(
   openssh-client openssh-server  # real ssh -R clients; sshd for the original stack in benchmarks
@@ -23,6 +24,7 @@ test=(
   clang libclang-rt-14-dev   # libFuzzer targets (tests/fuzz)
   python3 python3-pytest
   chromium                   # the status page, rendered headless in tests
+  mmdebstrap lintian systemd # the .debs installed into a fresh bookworm root, linted, their unit verified
 )
 
 want=()
