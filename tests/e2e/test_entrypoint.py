@@ -283,6 +283,7 @@ def test_runs_as_an_unprivileged_user_on_high_ports(procs, workdir, root):
             for name in [dirpath, *(os.path.join(dirpath, n) for n in dirnames + filenames)]:
                 os.chown(name, nobody, nobody)
 
+    root.copy_programs()  # nobody may not reach the clone
     as_nobody = ["setpriv", f"--reuid={nobody}", f"--regid={nobody}", "--clear-groups", "--inh-caps=-all",
                  "--bounding-set=-all", "--no-new-privs", "--"]
     entry, _client = serve_one_target(procs, workdir, root, key, pre_exec=as_nobody, before_start=hand_root_to_nobody)
