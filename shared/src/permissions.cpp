@@ -11,6 +11,8 @@
 
 namespace monitoring_proxy::registry {
 namespace {
+constexpr const char* kDefaultGroup = "www-data";  // Debian's nginx user
+
 std::string errno_text(const std::string& what, const std::string& path) {
     return what + " " + path + ": " + std::strerror(errno);
 }
@@ -36,25 +38,23 @@ void set_mode_and_group(const std::string& path, mode_t mode, gid_t group) {
 }
 }  // namespace
 
-gid_t resolve_group(const std::string& name) {
+gid_t resolve_group(const std::string& name, const std::string& dir) {
     std::string chosen = name;
-    bool explicit_choice = !chosen.empty();
+    if (chosen.empty())
+        if (const char* env = std::getenv(kGroupEnvVar); env && *env) chosen = env;
     if (chosen.empty()) {
-        if (const char* env = std::getenv(kGroupEnvVar); env && *env) {
-            chosen = env;
-            explicit_choice = true;
-        } else {
-            chosen = "www-data";
-        }
+        // Regrouping an existing registry to a default would lock out the readers it was set up for.
+        struct stat st {};
+        if (::stat((dir + "/data.mdb").c_str(), &st) == 0) return st.st_gid;
+        struct group* g = ::getgrnam(kDefaultGroup);
+        return g ? g->gr_gid : static_cast<gid_t>(-1);
     }
     if (struct group* g = ::getgrnam(chosen.c_str())) return g->gr_gid;
     char* end = nullptr;
     long numeric = std::strtol(chosen.c_str(), &end, 10);
     if (end && *end == '\0' && numeric >= 0) return static_cast<gid_t>(numeric);
-    if (explicit_choice)
-        throw RegistryError("unknown registry group \"" + chosen + "\" (from --registry-group or $" + kGroupEnvVar +
-                            "): it must be the group nginx workers run as");
-    return static_cast<gid_t>(-1);
+    throw RegistryError("unknown registry group \"" + chosen + "\" (from --registry-group or $" + kGroupEnvVar +
+                        "): it must be the group nginx workers run as");
 }
 
 bool ensure_dir(const std::string& dir) {
@@ -69,6 +69,12 @@ bool ensure_dir(const std::string& dir) {
     if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST)
         throw RegistryError(errno_text("cannot create registry directory", dir));
     return true;
+}
+
+void adopt_new_lock_file(const std::string& dir) {
+    struct stat data {};
+    const gid_t group = ::stat((dir + "/data.mdb").c_str(), &data) == 0 ? data.st_gid : static_cast<gid_t>(-1);
+    set_mode_and_group(dir + "/lock.mdb", kLockMode, group);
 }
 
 void apply_policy(const std::string& dir, gid_t group) {

@@ -104,7 +104,7 @@ class Stack:
         self.connect_healthy()
 
     def connect_healthy(self):
-        self.healthy_client = self.tunneld.ssh(self.keys["healthy"], f"{HEALTHY}:80:localhost:{self.exporter.port}",
+        self.healthy_client = self.tunneld.ssh(self.keys["healthy"], f"{HEALTHY}:80:127.0.0.1:{self.exporter.port}",
                                                name="ssh-healthy")
         mp.wait_until(lambda: self.tunneld.connected(HEALTHY), 15, what="healthy tunnel connected")
         mp.wait_until(lambda: self.nginx.status(f"/{HEALTHY}/bytes/1") == 200, 15, what="healthy served")

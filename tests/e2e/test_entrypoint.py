@@ -283,6 +283,7 @@ def test_runs_as_an_unprivileged_user_on_high_ports(procs, workdir, root):
             for name in [dirpath, *(os.path.join(dirpath, n) for n in dirnames + filenames)]:
                 os.chown(name, nobody, nobody)
 
+    root.copy_programs()  # nobody may not reach the clone
     as_nobody = ["setpriv", f"--reuid={nobody}", f"--regid={nobody}", "--clear-groups", "--inh-caps=-all",
                  "--bounding-set=-all", "--no-new-privs", "--"]
     entry, _client = serve_one_target(procs, workdir, root, key, pre_exec=as_nobody, before_start=hand_root_to_nobody)
@@ -340,7 +341,8 @@ def test_undeclared_names_are_refused_by_default(procs, workdir, root):
 
 
 def test_an_original_image_setup_works_unchanged(procs, workdir, root):
-    """Targets file, hand-written block and host command exactly as the original image's users have them."""
+    """Targets file, hand-written block and host command exactly as the original image's users have them (with
+    127.0.0.1 where they may write localhost: the suite must not depend on /etc/hosts)."""
     key = os.path.join(workdir, "monitoring_key")
     keygen(key)
     port = mp.free_port()
@@ -348,7 +350,7 @@ def test_an_original_image_setup_works_unchanged(procs, workdir, root):
     root.write("etc/monitoring/targets", f"localhost:{port} external-host-1\n")
     root.write("etc/nginx/conf.d/monitoring-proxy.conf", f"""
 location /external-host-1/ {{
-    proxy_pass http://localhost:{port}/;
+    proxy_pass http://127.0.0.1:{port}/;
     proxy_set_header Host $host;
     proxy_set_header X-Real-IP $remote_addr;
     proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
@@ -357,7 +359,7 @@ location /external-host-1/ {{
 """)
     root.start(procs, env={"MONITORING_PROXY_PUBLIC_KEY": open(key + ".pub").read()})
     exporter = start_exporter(procs, workdir, METRICS)
-    ssh_reverse(procs, root, key, f"{port}:localhost:{exporter}")
+    ssh_reverse(procs, root, key, f"{port}:127.0.0.1:{exporter}")
     mp.wait_until(lambda: http_get(root.http_port, "/external-host-1/metrics") == (200, METRICS), timeout=15,
                   what="the original setup's /external-host-1/metrics")
     assert root.live_targets() == ["external-host-1"]

@@ -47,7 +47,7 @@ def test_stopped_client_is_dropped_and_its_relay_closed_while_others_scrape(stac
     """SIGSTOP a host's ssh client while a large response is being relayed: the session is dropped after the
     keepalive window (1 s x 2), its entry leaves the registry, the scrape through it ends, the healthy host is
     unaffected."""
-    client = stack.tunneld.ssh(stack.keys["shared"], f"open:80:localhost:{stack.exporter.port}", name="ssh-stop")
+    client = stack.tunneld.ssh(stack.keys["shared"], f"open:80:127.0.0.1:{stack.exporter.port}", name="ssh-stop")
     mp.wait_until(lambda: stack.tunneld.connected("open"), 10, what="open connected")
     before = stack.counter("keepalive_drops_total")
     mark = stack.log_mark()
@@ -120,8 +120,8 @@ def test_sigkill_tunneld_under_load_autossh_hosts_return_within_30s(stack):
     entries are swept at start, both hosts reconnect by themselves and are scraped again within 30 s, and every
     declared target is still declared."""
     declared = stack.registry_names()
-    hosts = [hh.autossh(stack, "shared", f"open:80:localhost:{stack.exporter.port}", name="autossh-open"),
-             hh.autossh(stack, "owner", f"owned:80:localhost:{stack.exporter.port}", name="autossh-owned")]
+    hosts = [hh.autossh(stack, "shared", f"open:80:127.0.0.1:{stack.exporter.port}", name="autossh-open"),
+             hh.autossh(stack, "owner", f"owned:80:127.0.0.1:{stack.exporter.port}", name="autossh-owned")]
     try:
         mp.wait_until(lambda: stack.tunneld.connected("open") and stack.tunneld.connected("owned"), 15,
                       what="autossh hosts connected")

@@ -42,7 +42,7 @@ def test_discovery_lists_every_declared_target(stack):
 
 
 def test_discovery_of_an_empty_registry_is_an_empty_list(env):
-    env.registry.tunnelctl("ls")
+    env.registry.tunnelctl("init")
     nginx = env.nginx(server_extra=PAGES).start()
     assert nginx.get("/-/sd")[:2] == (200, "[]\n")
 

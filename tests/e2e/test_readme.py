@@ -86,7 +86,7 @@ def test_prometheus_config_passes_promtool(workdir):
 def test_nginx_config_passes_nginx_t(workdir):
     (block,) = fenced("nginx", "tunnel_registry")
     registry = os.path.join(workdir, "registry")
-    subprocess.run([mp.program("tunnelctl"), "--registry", registry, "--registry-group", "nogroup", "ls"],
+    subprocess.run([mp.program("tunnelctl"), "--registry", registry, "--registry-group", "nogroup", "init"],
                    check=True, capture_output=True)
     conf = (block.replace("modules/ngx_http_tunnel_module.so", mp.program("ngx_http_tunnel_module.so"))
             .replace("/var/lib/monitoring-proxy/registry", registry)
