@@ -1,6 +1,8 @@
 """Shared plumbing for end-to-end tests: where the built programs are, free loopback ports, processes that are
-always stopped by pid, and polling with a deadline instead of sleeping."""
+always stopped by pid, polling with a deadline instead of sleeping, and README's sections (the user documentation
+the programs are held to)."""
 import os
+import re
 import shutil
 import signal
 import socket
@@ -105,3 +107,14 @@ def make_workdir(prefix="mp-e2e-"):
 
 def remove_workdir(d):
     shutil.rmtree(d, ignore_errors=True)
+
+
+def readme_section(title):
+    """The text of README.md's `## title` section."""
+    text = open(os.path.join(SOURCE_DIR, "README.md")).read()
+    return text.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def long_flags(text):
+    """Every `--flag` named in a text."""
+    return set(re.findall(r"(?<![\w-])--[a-z][a-z-]*[a-z]", text))
