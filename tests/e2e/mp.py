@@ -1,6 +1,6 @@
 """Shared plumbing for end-to-end tests: where the built programs are, free loopback ports, processes that are
-always stopped by pid, polling with a deadline instead of sleeping, and README's sections (the user documentation
-the programs are held to)."""
+always stopped by pid, polling with a deadline instead of sleeping, Prometheus expositions read as values, and
+README's sections (the user documentation the programs are held to)."""
 import os
 import re
 import shutil
@@ -107,6 +107,35 @@ def make_workdir(prefix="mp-e2e-"):
 
 def remove_workdir(d):
     shutil.rmtree(d, ignore_errors=True)
+
+
+_SAMPLE = re.compile(r'([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)')
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"(?:,|$)')
+
+
+def metric_samples(exposition):
+    """The samples of a Prometheus text exposition: {(name, frozenset of (label, value)): float}, label values as
+    written (escapes kept). A line that is not a sample, or a series given twice, fails the test."""
+    samples = {}
+    for line in exposition.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = _SAMPLE.fullmatch(line)
+        assert m, f"not a sample line: {line!r}"
+        labels = _LABEL.findall(m.group(2) or "")
+        assert ",".join(f'{k}="{v}"' for k, v in labels) == (m.group(2) or ""), f"bad labels: {line!r}"
+        key = (m.group(1), frozenset(labels))
+        assert key not in samples, f"series given twice: {line!r}"
+        samples[key] = float(m.group(3))
+    return samples
+
+
+def metric_value(exposition, name, **labels):
+    """The value of the one series `name{labels}` in an exposition (an AssertionError naming it when absent)."""
+    key = (name, frozenset(labels.items()))
+    samples = metric_samples(exposition)
+    assert key in samples, f"no series {name}{labels} in:\n{exposition}"
+    return samples[key]
 
 
 def readme_section(title):
