@@ -138,10 +138,12 @@ def metric_value(exposition, name, **labels):
     return samples[key]
 
 
-def readme_section(title):
-    """The text of README.md's `## title` section."""
+def readme_reference(title):
+    """What README.md's `## title` section documents as reference: (its code blocks, the first cell of each table
+    row), leaving out the prose, which may name other programs' flags."""
     text = open(os.path.join(SOURCE_DIR, "README.md")).read()
-    return text.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+    section = text.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"^```\n(.*?)^```", section, re.S | re.M), re.findall(r"^\| `(.+?)` \|", section, re.M)
 
 
 def long_flags(text):

@@ -114,12 +114,13 @@ def commands(lines):
 
 
 def test_help_documents_every_command_and_flag(reg):
-    """--help and README's tunnelctl section name the same commands and flags: one cannot change alone."""
+    """--help and README's tunnelctl synopsis and command table name the same commands and flags: one cannot
+    change alone."""
     out = ctl(reg, "--help", check=0).stdout
-    readme = mp.readme_section("tunnelctl")
-    assert mp.long_flags(out) == mp.long_flags(readme) | {"--version"}
+    synopsis, table = mp.readme_reference("tunnelctl")
+    assert mp.long_flags(out) == mp.long_flags("\n".join(synopsis + table)) | {"--help", "--version"}
     usage = out.split("\nCommands:\n", 1)[1].split("\n\n", 1)[0]
-    documented = [cell for row in re.findall(r"^\| `(.+?)` \|", readme, re.M) for cell in row.split("` / `")]
+    documented = [cell for row in table for cell in row.split("` / `")]
     assert commands(line[2:] for line in usage.splitlines() if re.match(r"  [a-z]", line)) == commands(documented)
     assert "Exit status" in out
 

@@ -15,8 +15,9 @@ def tunneld(procs, workdir):
 
 def test_help_and_version_document_every_flag():
     out = subprocess.run([mp.program("tunneld"), "--help"], capture_output=True, text=True, check=True).stdout
-    # --help and README's tunneld section name the same flags: one cannot gain or lose a flag alone
-    assert mp.long_flags(out) == mp.long_flags(mp.readme_section("tunneld")) | {"--help", "--version"}
+    # --help and README's tunneld synopsis and flag table name the same flags: one cannot gain or lose one alone
+    synopsis, table = mp.readme_reference("tunneld")
+    assert mp.long_flags(out) == mp.long_flags("\n".join(synopsis + table)) | {"--help", "--version"}
     version = subprocess.run([mp.program("tunneld"), "--version"], capture_output=True, text=True, check=True)
     assert version.stdout.startswith("tunneld ")
     bad = subprocess.run([mp.program("tunneld"), "--port-range", "9-1"], capture_output=True, text=True)
@@ -172,7 +173,7 @@ def test_slow_reader_gets_every_byte_after_the_exporter_closed(tunneld, workdir,
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         s.connect(endpoint(entry))
         s.sendall(f"GET /bytes/{size} HTTP/1.0\r\n\r\n".encode())
-        # The reader takes all but what the relay can hold, then stops until the exporter has written its last
+        # The reader takes all but what the path holds, then stops until the exporter has written its last
         # byte and hung up: everything it reads after that came out of tunneld's buffers, after the close.
         while len(response) < size - HELD_FOR_THE_READER:
             data = s.recv(min(65536, size - HELD_FOR_THE_READER - len(response)))
