@@ -1,12 +1,13 @@
 """Shared plumbing for end-to-end tests: where the built programs are, free loopback ports, processes that are
-always stopped by pid, polling with a deadline instead of sleeping, Prometheus expositions read as values, and
-README's sections (the user documentation the programs are held to)."""
+always stopped by pid, polling with a deadline instead of sleeping, CPU use measured against a spinning reference,
+Prometheus expositions read as values, and README's sections (the user documentation the programs are held to)."""
 import os
 import re
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -97,6 +98,29 @@ class Processes:
         for p in reversed(self.procs):
             self.stop(p)
             p.log_file.close()
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of a running process."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+SPINNER = "import sys, time\nend = time.monotonic() + float(sys.argv[1])\nwhile time.monotonic() < end:\n    pass\n"
+
+
+def cpu_share_beside_a_spinner(pid, seconds=1.0):
+    """CPU `pid` used while a reference process spun for `seconds`, as a fraction of the CPU the spinner got. On 2
+    shared cores a spinning process may get far less than a core, so an absolute figure can pass while it spins;
+    beside the spinner, a process at 100 % scores about 1 however loaded the machine is, an idle one about 0."""
+    before = cpu_seconds(pid)
+    spinner = subprocess.Popen([sys.executable, "-c", SPINNER, str(seconds)])
+    _, status, usage = os.wait4(spinner.pid, 0)  # its own CPU time, from the kernel, as it is reaped
+    spinner.returncode = os.waitstatus_to_exitcode(status)
+    used = cpu_seconds(pid) - before
+    assert spinner.returncode == 0, spinner.returncode
+    return used / max(usage.ru_utime + usage.ru_stime, 0.01)
 
 
 def make_workdir(prefix="mp-e2e-"):
