@@ -1,11 +1,11 @@
 """docker/entrypoint against a temporary root, with the real tunneld, tunnelctl, nginx + module and OpenSSH: the
 original image's contract (shared key, targets file, host keys, hand-written locations) and the supervision of
 tunneld and nginx."""
+import json
 import os
 import re
 import signal
 import subprocess
-import time
 
 import pytest
 
@@ -216,10 +216,11 @@ def test_sigterm_stops_both_cleanly_and_the_registry_forgets_the_tunnel(procs, w
     keygen(key)
     entry, _client = serve_one_target(procs, workdir, root, key)
     tunneld, nginx = root.daemon_pid("tunneld"), root.daemon_pid("nginx")
-    started = time.monotonic()
     os.kill(entry.pid, signal.SIGTERM)
-    assert exit_within(entry, 5) == 0
-    assert time.monotonic() - started < 5
+    # Cleanly means without the SIGKILL the entrypoint sends (and logs) after MP_STOP_TIMEOUT (5 s here): the log
+    # is the evidence, the deadline only has to leave room for that timeout on 2 shared cores.
+    assert exit_within(entry, 20) == 0
+    assert "still runs after" not in procs.log_text(entry), procs.log_text(entry)
     assert not pid_running(tunneld) and not pid_running(nginx)
     assert not mp.port_open(root.http_port) and not mp.port_open(root.ssh_port)
     assert root.live_targets() == []
@@ -392,7 +393,7 @@ def test_each_proxy_page_is_served_exactly_when_the_module_provides_it(procs, ro
             assert status != 200, (path, status, body)  # the module's routing, not a page: "-" is no target name
             assert log_lines(log, f"pages off .*{re.escape(path)}")
     if b"tunnel_sd" in module:
-        assert '"web1"' in http_get(root.http_port, "/-/sd")[1]
+        assert [group["labels"]["tunnel"] for group in json.loads(http_get(root.http_port, "/-/sd")[1])] == ["web1"]
     assert root.run("healthcheck").returncode == 0
 
 

@@ -39,9 +39,12 @@ def test_auth_attempts_are_capped_per_connection(stack, scraping, workdir):
     mark = stack.log_mark()
     out = subprocess.run([probe, str(stack.tunneld.port), "tunnel", "password", "20"], capture_output=True,
                          text=True, timeout=30).stdout
-    attempts = [line for line in out.splitlines() if line.startswith("attempt=")]
-    # the sixth failure closes the connection: the client never gets to try 20 passwords
-    assert len(attempts) <= 7 and "connected=0" in attempts[-1] or "result=error" in attempts[-1], out
+    attempts = [dict(field.split("=", 1) for field in line.split()) for line in out.splitlines()
+                if line.startswith("attempt=")]
+    # the sixth failure is answered and closes the connection (README: 6 failed attempts): the seventh finds it
+    # closed, and the client never gets to try 20 passwords
+    assert [a["result"] for a in attempts] == ["denied"] * 6 + ["error"], out
+    assert all(a["connected"] == "1" for a in attempts[:5]) and attempts[6]["connected"] == "0", out
     log = stack.wait_log_since(mark, "too many authentication failures")
     assert log.count("reason=method") == 6, log
 

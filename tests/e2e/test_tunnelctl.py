@@ -1,6 +1,7 @@
 """tunnelctl end to end: the real binary on a real registry; exit statuses 0/1/2/3 and the messages users see."""
 import json
 import os
+import re
 import stat
 import subprocess
 
@@ -114,12 +115,23 @@ def test_duplicates_are_refused(reg):
     assert 'already the port of target "a"' in ctl(reg, "add", "b", "--port", "20001", check=2).stderr
 
 
+def commands(lines):
+    """Command names ("add", "key rm") at the start of each line: words before the first argument (or before the
+    column gap of an argument-less command such as `init`)."""
+    return {m.group(1) for m in (re.match(r"((?:[a-z][a-z-]* )*?[a-z][a-z-]*)(?: [A-Z\[]|  |$)", line) for line in lines)
+            if m}
+
+
 def test_help_documents_every_command_and_flag(reg):
+    """--help and README's tunnelctl synopsis and command table name the same commands and flags: one cannot
+    change alone."""
     out = ctl(reg, "--help", check=0).stdout
-    for word in ["init", "add", "rm", "show", "ls", "label", "key add", "key rm", "import-targets", "--registry",
-                 "--registry-group", "--map-size", "--port", "--key-file", "--label", "--path", "--json",
-                 "--metrics-path", "--version", "Exit status"]:
-        assert word in out, word
+    synopsis, table = mp.readme_reference("tunnelctl")
+    assert mp.long_flags(out) == mp.long_flags("\n".join(synopsis + table)) | {"--help", "--version"}
+    usage = out.split("\nCommands:\n", 1)[1].split("\n\n", 1)[0]
+    documented = [cell for row in table for cell in row.split("` / `")]
+    assert commands(line[2:] for line in usage.splitlines() if re.match(r"  [a-z]", line)) == commands(documented)
+    assert "Exit status" in out
 
 
 def test_import_targets_is_all_or_nothing_and_idempotent(reg, workdir):
