@@ -46,6 +46,8 @@ struct OpenOptions {
     std::size_t map_size = 0;    // 0: kDefaultMapSize or what the file already has, whichever is larger
     std::string group;           // the registry's group; empty: see resolve_group in permissions.hpp
     bool live = true;            // also open DIR/live
+    bool migrate = false;        // upgrade a declared environment of schema version kSchemaVersion - 1 in place
+    bool recreate_other_live = false;  // a live environment of another schema version is recreated empty (tunneld)
 };
 
 // --registry DIR, else $MONITORING_PROXY_REGISTRY, else kDefaultDir.
@@ -66,13 +68,14 @@ public:
     bool remove(std::string_view name);
     std::vector<std::string> names();
     std::vector<std::string> targets_for_key(std::string_view fingerprint);
+    std::optional<std::string> target_with_fixed_port(std::uint16_t port);
 
 private:
     friend class Registry;
-    DeclaredTxn(lmdb::Txn& txn, MDB_dbi targets, MDB_dbi key_targets)
-        : txn_(txn), targets_(targets), key_targets_(key_targets) {}
+    DeclaredTxn(lmdb::Txn& txn, MDB_dbi targets, MDB_dbi key_targets, MDB_dbi fixed_ports)
+        : txn_(txn), targets_(targets), key_targets_(key_targets), fixed_ports_(fixed_ports) {}
     lmdb::Txn& txn_;
-    MDB_dbi targets_, key_targets_;
+    MDB_dbi targets_, key_targets_, fixed_ports_;
 };
 
 // One write transaction on the live environment.
@@ -112,13 +115,16 @@ public:
     std::vector<std::string> targets_for_key(std::string_view fingerprint);
     std::optional<TunnelRecord> get_tunnel(std::string_view name);
     std::vector<SnapshotEntry> snapshot();  // declared and live, sorted by name
-    std::map<std::uint16_t, std::string> fixed_ports();  // declared fixed port -> its target
+    std::map<std::uint16_t, std::string> fixed_ports();  // declared fixed port -> its target (the index)
     std::map<std::string, std::uint64_t> counters();
     std::map<std::uint64_t, InstanceRecord> instances();
 
     // tunneld at start: removes tunnels (and instance records) whose owning process is gone, and everything
     // recorded before the last reboot (boot id). Returns the names of the swept tunnels.
     std::vector<std::string> sweep_dead_instances();
+
+    // The declared environment's schema version before open(): kSchemaVersion - 1 when migrate upgraded it.
+    std::uint32_t opened_version() const noexcept { return opened_version_; }
 
     // Things open() repaired and its caller should log (e.g. a corrupt live environment recreated).
     const std::vector<std::string>& notices() const noexcept { return notices_; }
@@ -127,8 +133,9 @@ private:
     Registry() = default;
     std::string dir_;
     std::vector<std::string> notices_;
+    std::uint32_t opened_version_ = kSchemaVersion;
     lmdb::Env declared_, live_;
-    MDB_dbi meta_{}, targets_{}, key_targets_{};
+    MDB_dbi meta_{}, targets_{}, key_targets_{}, fixed_ports_{};
     MDB_dbi live_meta_{}, tunnels_{}, instances_{}, counters_{};
 };
 
