@@ -1,5 +1,5 @@
 // `location = /-/counters { tunnel_counters; }`: the shared counters as JSON (counters_json.hpp), for operators
-// debugging and for tests. The metrics and status pages of issue 5 read the same snapshot.
+// debugging and for tests. The metrics and status pages read the same snapshot.
 #include "module.hpp"
 #include "tunnel_api.hpp"
 

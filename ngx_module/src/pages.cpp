@@ -1,4 +1,4 @@
-// The proxy's own pages (issue 5), each a location handler rendering from the registry and the shared counters
+// The proxy's own pages, each a location handler rendering from the registry and the shared counters
 // with the plain C++ in ngx_module/render/:
 //
 //   location = /-/sd      { tunnel_sd [ADDRESS]; }   Prometheus HTTP service discovery (JSON)

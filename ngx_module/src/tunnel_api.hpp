@@ -1,4 +1,4 @@
-// What the module offers to the handlers that render its state (issue 5: /-/metrics, /-/status, /-/sd), which
+// What the module offers to the handlers that render its state (/-/metrics, /-/status, /-/sd), which
 // are compiled into this same module. All of it is per worker and for the event loop thread only.
 #pragma once
 

@@ -30,10 +30,10 @@ private:
 };
 
 // Bounds-checked reading over a value; every failure is a DecodeError naming the record and the field.
-class Reader {
+class FieldReader {
 public:
     // Accepts record versions min_version..max_version; version() tells which one this value has.
-    Reader(std::string_view in, const char* record, std::uint8_t min_version = kRecordVersion,
+    FieldReader(std::string_view in, const char* record, std::uint8_t min_version = kRecordVersion,
            std::uint8_t max_version = kRecordVersion)
         : in_(in), record_(record) {
         if (in_.empty()) fail("empty value");
@@ -59,9 +59,6 @@ public:
         pos_ += n;
         return s;
     }
-    void skip_strings(std::size_t n, const char* field) {
-        for (std::size_t i = 0; i < n; ++i) string(field);
-    }
     void end() {
         if (pos_ != in_.size()) fail(std::to_string(in_.size() - pos_) + " trailing bytes");
     }
@@ -77,6 +74,35 @@ private:
     std::uint8_t version_ = 0;
 };
 
+// The one target decoder: every field checked, trailing bytes refused; lists are handed to the callbacks as
+// views into `bytes`, so the request path (target_allows_path) reads through it without allocating.
+struct TargetScalars {
+    std::uint16_t fixed_port = 0;
+    std::int64_t created_unix = 0;
+    Origin origin = Origin::kTunnelctl;
+    std::string_view metrics_path;
+};
+
+template <class OnLabel, class OnKey, class OnPath>
+TargetScalars read_target(std::string_view bytes, OnLabel on_label, OnKey on_key, OnPath on_path) {
+    FieldReader in(bytes, "target");
+    TargetScalars r;
+    r.fixed_port = in.integer<std::uint16_t>("fixed_port");
+    r.created_unix = in.integer<std::int64_t>("created");
+    auto origin = in.integer<std::uint8_t>("origin");
+    if (origin > static_cast<std::uint8_t>(Origin::kSelfRegistered)) in.fail("unknown origin " + std::to_string(origin));
+    r.origin = static_cast<Origin>(origin);
+    r.metrics_path = in.string("metrics_path");
+    for (std::size_t n = in.integer<std::uint16_t>("labels"); n; --n) {
+        std::string_view k = in.string("label name");
+        on_label(k, in.string("label value"));
+    }
+    for (std::size_t n = in.integer<std::uint16_t>("keys"); n; --n) on_key(in.string("key"));
+    for (std::size_t n = in.integer<std::uint16_t>("paths"); n; --n) on_path(in.string("path"));
+    in.end();
+    return r;
+}
+
 // The one tunnel decoder; the strings stay views into `bytes`.
 struct TunnelFields {
     TunnelEndpoint endpoint;
@@ -86,7 +112,7 @@ struct TunnelFields {
 };
 
 TunnelFields read_tunnel(std::string_view bytes) {
-    Reader in(bytes, "tunnel", 1, kTunnelRecordVersion);
+    FieldReader in(bytes, "tunnel", 1, kTunnelRecordVersion);
     TunnelFields f;
     f.endpoint.port = in.integer<std::uint16_t>("port");
     f.instance = in.integer<std::uint64_t>("instance");
@@ -122,21 +148,15 @@ std::string encode(const TargetRecord& r) {
 }
 
 TargetRecord decode_target(std::string_view bytes) {
-    Reader in(bytes, "target");
     TargetRecord r;
-    r.fixed_port = in.integer<std::uint16_t>("fixed_port");
-    r.created_unix = in.integer<std::int64_t>("created");
-    auto origin = in.integer<std::uint8_t>("origin");
-    if (origin > static_cast<std::uint8_t>(Origin::kSelfRegistered)) in.fail("unknown origin " + std::to_string(origin));
-    r.origin = static_cast<Origin>(origin);
-    r.metrics_path = in.string("metrics_path");
-    for (std::size_t n = in.integer<std::uint16_t>("labels"); n; --n) {
-        std::string k(in.string("label name"));
-        r.labels.emplace_back(std::move(k), in.string("label value"));
-    }
-    for (std::size_t n = in.integer<std::uint16_t>("keys"); n; --n) r.key_fingerprints.emplace_back(in.string("key"));
-    for (std::size_t n = in.integer<std::uint16_t>("paths"); n; --n) r.path_prefixes.emplace_back(in.string("path"));
-    in.end();
+    const TargetScalars scalars = read_target(
+        bytes, [&](std::string_view k, std::string_view v) { r.labels.emplace_back(k, v); },
+        [&](std::string_view key) { r.key_fingerprints.emplace_back(key); },
+        [&](std::string_view path) { r.path_prefixes.emplace_back(path); });
+    r.fixed_port = scalars.fixed_port;
+    r.created_unix = scalars.created_unix;
+    r.origin = scalars.origin;
+    r.metrics_path = scalars.metrics_path;
     return r;
 }
 
@@ -174,7 +194,7 @@ std::string encode(const InstanceRecord& r) {
 }
 
 InstanceRecord decode_instance(std::string_view bytes) {
-    Reader in(bytes, "instance");
+    FieldReader in(bytes, "instance");
     InstanceRecord r;
     r.pid = in.integer<std::int32_t>("pid");
     r.start_ticks = in.integer<std::uint64_t>("start_ticks");
@@ -197,24 +217,19 @@ std::uint64_t decode_u64(std::string_view bytes) {
 }
 
 bool target_allows_path(std::string_view bytes, std::string_view path) {
-    Reader in(bytes, "target");
-    in.integer<std::uint16_t>("fixed_port");
-    in.integer<std::int64_t>("created");
-    in.integer<std::uint8_t>("origin");
-    in.string("metrics_path");
-    in.skip_strings(2 * std::size_t{in.integer<std::uint16_t>("labels")}, "label");
-    in.skip_strings(in.integer<std::uint16_t>("keys"), "key");
-    std::size_t n = in.integer<std::uint16_t>("paths");
-    if (n == 0) return true;
-    for (; n; --n) {
-        std::string_view prefix = in.string("path");
-        // "/metrics" allows "/metrics" and "/metrics?x" style exact hits and "/metrics/..." below it, but not
-        // "/metricsfoo"; a prefix ending in '/' allows everything below it.
-        if (path.starts_with(prefix) &&
-            (path.size() == prefix.size() || prefix.ends_with('/') || path[prefix.size()] == '/'))
-            return true;
-    }
-    return false;
+    std::size_t prefixes = 0;
+    bool allowed = false;
+    read_target(
+        bytes, [](std::string_view, std::string_view) {}, [](std::string_view) {},
+        [&](std::string_view prefix) {
+            ++prefixes;
+            // "/metrics" allows "/metrics" and "/metrics?x" style exact hits and "/metrics/..." below it, but not
+            // "/metricsfoo"; a prefix ending in '/' allows everything below it.
+            if (path.starts_with(prefix) &&
+                (path.size() == prefix.size() || prefix.ends_with('/') || path[prefix.size()] == '/'))
+                allowed = true;
+        });
+    return prefixes == 0 || allowed;
 }
 
 const CounterSpec& counter_spec(TunneldCounter counter) {

@@ -58,7 +58,7 @@ bool valid_utf8(std::string_view s) noexcept {
 }  // namespace
 
 bool valid_target_name(std::string_view name) noexcept {
-    if (name.empty() || name.size() > 63 || !lower_alnum(name[0])) return false;
+    if (name.empty() || name.size() > kMaxTargetNameLength || !lower_alnum(name[0])) return false;
     for (char c : name)
         if (!lower_alnum(c) && c != '.' && c != '_' && c != '-') return false;
     return true;

@@ -1,4 +1,4 @@
-"""Harness for the hostile-input and fault suite (issue 8): one healthy stack per test module — a registry the
+"""Harness for the hostile-input and fault suite: one healthy stack per test module — a registry the
 nginx workers can read, tunneld, nginx with the module, an exporter and a real `ssh -N -R` tunnel — and a bounded
 background scrape loop through that tunnel. Every hostile case runs while the loop scrapes; the loop must see zero
 errors, which is what "a misbehaving client never takes the other hosts' tunnels down" means in a test."""

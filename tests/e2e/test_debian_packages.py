@@ -1,4 +1,4 @@
-"""The Debian packages (issue 13), for real: CPack makes the .debs from the build tree, apt installs them into a
+"""The Debian packages, for real: CPack makes the .debs from the build tree, apt installs them into a
 fresh bookworm root (mmdebstrap, pulling nginx and the libraries from Debian's registry), tunneld runs from the
 installed unit's own ExecStart and User=, Debian's nginx loads the packaged module with the sample site, and an
 OpenSSH client's `ssh -N -R` is scraped through it byte for byte; then upgrade, remove, reinstall and purge, each

@@ -1,4 +1,4 @@
-"""Faults (issue 8): a client whose window fills, a stopped client, a killed nginx worker and a killed tunneld.
+"""Faults: a client whose window fills, a stopped client, a killed nginx worker and a killed tunneld.
 Nothing else stops, nothing declared is lost, and the hosts are back on their own. Already covered elsewhere and
 not repeated: reconnect takeover (test_tunneld_lifecycle), nginx reload and binary upgrade under load
 (test_module_upstream)."""

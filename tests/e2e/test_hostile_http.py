@@ -1,8 +1,8 @@
-"""Port 80 under hostile requests (issue 8), sent raw so nothing is normalised on the way: each gets the status
+"""Port 80 under hostile requests, sent raw so nothing is normalised on the way: each gets the status
 of ngx_module/README.md "Outcomes" (or nginx's own 400 when nginx rejects the request line before the module),
 no invalid name reaches the registry or gets a counter entry, and the healthy tunnel is scraped with zero errors
 throughout. test_module_routing.py already covers the name rule, %ff, %22, "/..", long paths and %2f in a name
-followed by a path; this file adds the rest of the issue's list and the registry/counter side."""
+followed by a path; this file adds the other hostile requests and the registry/counter side."""
 import re
 import socket
 

@@ -1,4 +1,4 @@
-"""A broken registry (issue 8): an incompatible schema version or a garbage data.mdb gets a clear, specific
+"""A broken registry: an incompatible schema version or a garbage data.mdb gets a clear, specific
 error from tunneld (exit 2, no restart loop of crashes), tunnelctl and nginx (500 plus an error.log line naming
 the path), while another registry's healthy tunnel is scraped with zero errors; once repaired, every declared
 target is still there. test_module_registry_errors.py (nginx: missing, unopenable, corrupt, replaced) and

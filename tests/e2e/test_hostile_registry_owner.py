@@ -2,7 +2,7 @@
 user could rewrite the declared targets (point a name at another port, add names). The writers (tunneld, tunnelctl
 commands that change something) apply the permission policy at start; they must either give the file back to the
 registry's owner or refuse with a clear error — never leave it writable by the reader. And an operator running
-tunnelctl without the stack's environment must not take the registry away from the workers (issue 18)."""
+tunnelctl without the stack's environment must not take the registry away from the workers."""
 import os
 import pwd
 import subprocess

@@ -1,4 +1,4 @@
-"""Port 22 under hostile clients (issue 8): each case is refused with a log line and, where tunneld counts it, a
+"""Port 22 under hostile clients: each case is refused with a log line and, where tunneld counts it, a
 counter, while a healthy tunnel is scraped through nginx with zero errors. Cases already asserted in
 test_tunneld_refusals.py (unknown key, from= mismatch, --user, shell/exec/sftp, -L/-D to the exporter, port
 range, undeclared names, takeover attempt on a disconnected target) are not repeated here."""

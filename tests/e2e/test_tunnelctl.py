@@ -233,7 +233,7 @@ SD_LOCATION = "        location = /-/sd { tunnel_sd; }"
 
 
 def test_registry_group_survives_commands_run_without_the_group_variable(env):
-    """Issue 18: `tunnelctl ls` without $MONITORING_PROXY_REGISTRY_GROUP regrouped a nogroup registry to www-data
+    """`tunnelctl ls` without $MONITORING_PROXY_REGISTRY_GROUP regrouped a nogroup registry to www-data
     and nginx's workers (nobody:nogroup) answered 500 to everything. Readers change nothing; a writer keeps the
     group the registry has."""
     env.target("web1")  # created for the workers' group, nogroup, by the harness

@@ -7,7 +7,7 @@
 
 using namespace monitoring_proxy::tunnel;
 
-TEST_CASE("each outcome maps to the status the issue specifies", "[ngx][outcome]") {
+TEST_CASE("each outcome maps to the status ngx_module/README.md documents", "[ngx][outcome]") {
     CHECK(status_for(Outcome::kProxied) == 0u);
     CHECK(status_for(Outcome::kUnknown) == 404u);
     CHECK(status_for(Outcome::kNotConnected) == 503u);
@@ -37,7 +37,7 @@ TEST_CASE("nginx's own 502 and 504 on a proxied request become upstream outcomes
     CHECK(final_outcome(Outcome::kUnknown, 504) == Outcome::kUnknown);
 }
 
-TEST_CASE("reply bodies carry the texts of the issue", "[ngx][outcome]") {
+TEST_CASE("reply bodies carry the documented texts", "[ngx][outcome]") {
     CHECK(reply_body(Outcome::kUnknown, "web1") == "unknown target \"web1\"\n");
     CHECK(reply_body(Outcome::kNotConnected, "web1") == "target \"web1\" is not connected\n");
     CHECK(reply_body(Outcome::kInvalidName, "Web1").find("[a-z0-9]") != std::string::npos);

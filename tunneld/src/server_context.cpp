@@ -2,7 +2,6 @@
 
 #include <chrono>
 #include <fstream>
-#include <random>
 #include <sstream>
 
 #include "address_match.hpp"
@@ -47,8 +46,7 @@ void Counters::flush(RegistryGateway& registry) noexcept {
 
 ServerContext::ServerContext(Options opts, monitoring_proxy::registry::Registry reg)
     : options(std::move(opts)), registry(std::move(reg)), tunnels(options.port_range, random_loopback_start()) {
-    std::random_device rd;
-    while (instance_id == 0) instance_id = (std::uint64_t{rd()} << 32) ^ rd();
+    instance_id = monitoring_proxy::registry::new_instance_id();
     authorized_keys_ = std::make_shared<AuthorizedKeys>();
 }
 

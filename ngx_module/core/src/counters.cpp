@@ -1,5 +1,7 @@
 #include "tunnel/counters.hpp"
 
+#include "monitoring_proxy/names.hpp"
+
 #include <algorithm>
 #include <atomic>
 #include <cstring>
@@ -11,7 +13,7 @@ namespace {
 
 constexpr std::uint64_t kMagic = 0x6d702d74756e6e6cULL;  // "mp-tunnl"
 constexpr std::uint32_t kLayoutVersion = 1;
-constexpr std::size_t kMaxName = 64;
+constexpr std::size_t kMaxName = kMaxTargetNameLength + 1;  // with its terminating NUL
 constexpr std::uint32_t kFree = 0, kClaiming = 1, kReady = 2;
 // A slot being claimed is written by another worker within nanoseconds; a worker that died mid-claim leaves
 // it claiming forever, so waiting is bounded and such a slot is skipped.
@@ -193,7 +195,6 @@ std::optional<CounterValues> CounterTable::find(std::string_view target) const n
     return std::nullopt;
 }
 
-CounterValues CounterTable::totals() const noexcept { return header_->totals.read(); }
 
 CountersSnapshot CounterTable::snapshot() const {
     CountersSnapshot snap;

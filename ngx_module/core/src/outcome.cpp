@@ -40,7 +40,8 @@ Outcome final_outcome(Outcome decided, unsigned status) noexcept {
 }
 
 std::string printable_name(std::string_view name) {
-    static constexpr std::size_t kMax = 64;
+    // One character more than a valid name may have, so a name that is too long shows as such.
+    static constexpr std::size_t kMax = kMaxTargetNameLength + 1;
     std::string out;
     const std::size_t n = name.size() < kMax ? name.size() : kMax;
     out.reserve(n + 3);

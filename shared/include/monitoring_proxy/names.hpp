@@ -2,12 +2,14 @@
 // message that states the rule, ready to show a user.
 #pragma once
 
+#include <cstddef>
 #include <string>
 #include <string_view>
 
 namespace monitoring_proxy {
 
 // Target names: lower-case [a-z0-9][a-z0-9._-]{0,62}. They appear in URLs, Prometheus labels and file names.
+inline constexpr std::size_t kMaxTargetNameLength = 63;
 inline constexpr const char* kTargetNameRule = "[a-z0-9][a-z0-9._-]{0,62} (lower case, at most 63 characters)";
 bool valid_target_name(std::string_view name) noexcept;
 std::string check_target_name(std::string_view name);

@@ -73,8 +73,6 @@ inline constexpr const char* kDbCounters = "counters";
 inline constexpr const char* kMetaSchemaVersion = "schema_version";
 inline constexpr const char* kMetaBootId = "boot_id";
 
-inline constexpr std::size_t kMaxNameLength = 63;
-
 // How a target came to be declared.
 enum class Origin : std::uint8_t {
     kTunnelctl = 0,      // tunnelctl add

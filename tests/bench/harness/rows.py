@@ -1,4 +1,4 @@
-"""One procedure per row of issue 7's table. Each returns result rows {"name", "ours", "baseline", "ratio",
+"""One procedure per row of the benchmark table (tests/bench/README.md). Each returns result rows {"name", "ours", "baseline", "ratio",
 "unit", ...}; "ours" is None when tunneld or the module is not built (or failed to come up), never an exception.
 Both sides of a comparison run in the same repetition loop, alternating which goes first."""
 import heapq

@@ -18,7 +18,7 @@ SSHD = "/usr/sbin/sshd"
 SSH = "/usr/bin/ssh"
 REGISTRY_GROUP = "nogroup"  # nginx started as root runs its workers as nobody:nogroup
 
-# Exporter pages: name -> size. 150 KB and 1 MB are the scrape sizes; 100 MB the bulk relay.
+# Exporter pages: name -> size. 150 KB and 1 MB are typical node_exporter scrape sizes; 100 MB the bulk relay.
 PAGES = {"m1k": 1024, "m150k": 150 * 1024, "m1m": 1024 * 1024}
 BULK_PAGE, BULK_BYTES = "m100m", 100 * 1024 * 1024
 

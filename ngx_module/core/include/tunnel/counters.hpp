@@ -73,7 +73,6 @@ public:
     void record(std::string_view target, const RequestRecord& request) noexcept;
 
     std::optional<CounterValues> find(std::string_view target) const noexcept;
-    CounterValues totals() const noexcept;
     CountersSnapshot snapshot() const;
     std::uint32_t capacity() const noexcept;
 

@@ -1,5 +1,5 @@
 // The counters as JSON, for the `tunnel_counters` debugging handler and for tests. The metrics and status pages
-// (issue 5) render from the same CountersSnapshot.
+// render from the same CountersSnapshot.
 #pragma once
 
 #include "tunnel/counters.hpp"
