@@ -227,3 +227,11 @@ def test_the_runtime_image_is_small_and_holds_no_build_tools_docs_or_apt_caches(
     assert engine.wait_exit(cid) == 0
     leftovers = engine.logs(cid).strip()
     assert leftovers == "", leftovers
+
+
+def test_the_readme_gives_the_recipes_tested_here():
+    readme = " ".join(open(os.path.join(mp.SOURCE_DIR, "README.md")).read().split())
+    for recipe in (REDUCED_CAPABILITIES, UNPRIVILEGED, ["-e", "MP_RUN_DIR=/tmp/monitoring-proxy"],
+                   ["--tmpfs", "/run/monitoring-proxy:U"], ["podman", "build", "--format", "docker"]):
+        assert " ".join(recipe) in readme, recipe
+    assert f"above {MAX_IMAGE_BYTES // 1000 // 1000} MB" in readme
