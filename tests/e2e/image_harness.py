@@ -6,6 +6,7 @@ import os
 import re
 import resource
 import shlex
+import shutil
 import subprocess
 import time
 import uuid
@@ -67,6 +68,7 @@ def inputs_hash(base_hash):
 
 class Podman:
     """podman with the tests' own image store and settings that work on this kind of machine:
+    - overlay storage (native overlay works on ext4 here; vfs would copy every layer in full);
     - runtime runc: crun 1.8 refuses hosts with cgroup v1 and v2 mounted side by side (hybrid) when the v2
       hierarchy has a controller ("cgroups in hybrid mode not supported, drop all controllers from cgroupv2");
     - cgroupfs and a file for events: no systemd runs as PID 1;
@@ -75,6 +77,8 @@ class Podman:
       lowers its own nproc limit to kernel.pid_max before it starts the runtime, so no more than that."""
 
     def __init__(self):
+        for program in ("podman", "runc", "mmdebstrap"):
+            assert shutil.which(program), f"{program} is not installed: run docker/install-deps.sh test"
         self.config_dir = os.path.join(CACHE, "podman", "config")
         os.makedirs(self.config_dir, exist_ok=True)
         nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
@@ -125,9 +129,10 @@ def ensure_image(podman):
     if podman.label(IMAGE, INPUTS_LABEL) == want:
         return timings
     started = time.monotonic()
+    # README's command (podman reads docker/Dockerfile.dockerignore beside the Dockerfile, as BuildKit does), plus
+    # the host's network for apt and the inputs' label.
     podman("build", "--format", "docker", "--network", "host", "--label", f"{INPUTS_LABEL}={want}",
-           "--ignorefile", os.path.join(DOCKER_DIR, "Dockerfile.dockerignore"), "-f", DOCKERFILE, "-t", IMAGE,
-           mp.SOURCE_DIR, timeout=3000)
+           "-f", DOCKERFILE, "-t", IMAGE, mp.SOURCE_DIR, timeout=3000)
     timings["build"] = time.monotonic() - started
     # Layers of older builds would pile up on a developer's machine; a day's worth stays as cache.
     podman("image", "prune", "--force", "--filter", "until=24h", check=False)
