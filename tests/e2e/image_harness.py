@@ -1,11 +1,11 @@
 """docker/Dockerfile built and run by a real engine, podman (Debian's, rootful, daemonless), in an image store of
 the tests' own under /var/cache/monitoring-proxy-tests (kept between runs, so warm runs reuse the base image
 tarballs, the layer cache and the built image). Every container and volume a test makes is removed by id."""
+import fnmatch
 import hashlib
 import os
 import re
 import resource
-import shlex
 import shutil
 import subprocess
 import time
@@ -37,32 +37,34 @@ def dockerfile_instructions():
     return out
 
 
-def copied_sources():
-    """Every path of the build context a COPY of the Dockerfile reads (not the COPY --from=build ones)."""
-    paths = []
-    for _, word, rest in dockerfile_instructions():
-        args = shlex.split(rest) if word == "COPY" else []
-        if args and not any(a.startswith("--from=") for a in args):
-            paths += [a for a in args if not a.startswith("--")][:-1]
-    return paths
+def context_files():
+    """The build context: every file under the repository that Dockerfile.dockerignore does not exclude (its
+    patterns as Docker reads them: a path is out when it or a directory above it matches; `**/` at any depth)."""
+    with open(os.path.join(DOCKER_DIR, "Dockerfile.dockerignore")) as f:
+        patterns = [line.strip() for line in f if line.strip() and not line.startswith("#")]
+
+    def ignored(rel):
+        parts = rel.split("/")
+        return any(fnmatch.fnmatchcase(parts[-1], p[3:]) if p.startswith("**/") else fnmatch.fnmatchcase(rel, p)
+                   for p in patterns)
+
+    files = []
+    for dirpath, dirnames, filenames in os.walk(mp.SOURCE_DIR):
+        rel_dir = os.path.relpath(dirpath, mp.SOURCE_DIR)
+        rel = (lambda n: n) if rel_dir == "." else (lambda n: f"{rel_dir}/{n}")
+        dirnames[:] = sorted(d for d in dirnames if not ignored(rel(d)))
+        files += [rel(f) for f in sorted(filenames) if not ignored(rel(f))]
+    return files
 
 
 def inputs_hash(base_hash):
-    """Hash of what the image is made of: the Dockerfile, every file it copies, and the base images."""
+    """Hash of what the image is made of: the build context (the Dockerfile is in it) and the base images."""
     h = hashlib.sha256(base_hash.encode())
-    files = [DOCKERFILE]
-    for src in copied_sources():
-        top = os.path.join(mp.SOURCE_DIR, src)
-        if os.path.isfile(top):
-            files.append(top)
-        for dirpath, dirnames, filenames in os.walk(top):
-            dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
-            files += [os.path.join(dirpath, f) for f in sorted(filenames) if not f.endswith(".pyc")]
-    for f in files:
-        h.update(os.path.relpath(f, mp.SOURCE_DIR).encode() + b"\0")
-        h.update(oct(os.stat(f).st_mode & 0o111).encode())
-        with open(f, "rb") as fh:
-            h.update(hashlib.sha256(fh.read()).digest())
+    for rel in context_files():
+        path = os.path.join(mp.SOURCE_DIR, rel)
+        h.update(rel.encode() + b"\0" + oct(os.stat(path).st_mode & 0o111).encode())
+        with open(path, "rb") as f:
+            h.update(hashlib.sha256(f.read()).digest())
     return h.hexdigest()[:24]
 
 
@@ -107,7 +109,8 @@ events_logger = "file"
         result = subprocess.run(["podman", *args], env=self.env, capture_output=True, text=True,
                                 stdin=subprocess.DEVNULL, timeout=timeout)
         if check and result.returncode != 0:
-            raise AssertionError(f"podman {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
+            output = "\n".join(result.stdout.splitlines()[-40:])  # a build's steps print there
+            raise AssertionError(f"podman {' '.join(args)} exited {result.returncode}:\n{output}\n{result.stderr}")
         return result
 
     def label(self, image, name):
