@@ -25,6 +25,9 @@ test=(
   python3 python3-pytest
   chromium                   # the status page, rendered headless in tests
   mmdebstrap lintian systemd # the .debs installed into a fresh bookworm root, linted, their unit verified
+  # the image built and run for real (tests/e2e/test_image.py): podman rootful with runc (crun refuses hybrid
+  # cgroup hosts), CNI networking for published ports; its base images are made by mmdebstrap too
+  podman runc containernetworking-plugins iptables
 )
 
 want=()

@@ -10,28 +10,11 @@ import signal
 import subprocess
 
 import mp
+from image_harness import DOCKER_DIR, dockerfile_instructions
 
-DOCKER_DIR = os.path.abspath(os.path.join(mp.SOURCE_DIR, "docker"))
-DOCKERFILE = os.path.join(DOCKER_DIR, "Dockerfile")
 INSTALL_DEPS = os.path.join(DOCKER_DIR, "install-deps.sh")
 ENTRYPOINT = os.path.join(DOCKER_DIR, "entrypoint")
-
-
-def dockerfile_instructions():
-    """[(stage index, INSTRUCTION, arguments)] with continuation lines joined and comments dropped."""
-    text = open(DOCKERFILE).read()
-    joined = re.sub(r"\\\n", " ", "\n".join(line for line in text.splitlines()
-                                            if not line.lstrip().startswith("#")))
-    out, stage = [], -1
-    for line in joined.splitlines():
-        if not line.strip():
-            continue
-        word, _, rest = line.strip().partition(" ")
-        word = word.upper()
-        if word == "FROM":
-            stage += 1
-        out.append((stage, word, rest.strip()))
-    return out
+MAKE_BASE_IMAGES = os.path.join(DOCKER_DIR, "make-base-images")
 
 
 @functools.lru_cache(maxsize=None)
@@ -228,14 +211,15 @@ def test_the_dockerignore_keeps_build_trees_out_of_the_context():
 
 
 def test_the_shell_scripts_parse():
-    for script in (ENTRYPOINT,):
+    for script in (ENTRYPOINT, MAKE_BASE_IMAGES):
         result = subprocess.run(["bash", "-n", script], capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
         assert os.access(script, os.X_OK), f"{script} is not executable"
 
 
 def test_the_shell_scripts_pass_shellcheck():
-    result = subprocess.run(["shellcheck", "--severity=style", ENTRYPOINT], capture_output=True, text=True)
+    result = subprocess.run(["shellcheck", "--severity=style", ENTRYPOINT, MAKE_BASE_IMAGES], capture_output=True,
+                            text=True)
     assert result.returncode == 0, result.stdout
 
 
