@@ -11,6 +11,7 @@ build=(
   g++ cmake make pkg-config ca-certificates
   nginx nginx-dev            # the module is built against Debian's nginx sources (--with-compat) and loaded by it
   libssh-dev                 # tunneld's SSH server
+  libssl-dev                 # SHA-256 of join tokens (libcrypto; libssh links it already)
   liblmdb-dev lmdb-utils     # the registry; mdb_stat for inspection
   catch2                     # unit tests (v2, prebuilt Catch2WithMain)
   dpkg-dev file              # the Debian packages (CPack): dpkg-shlibdeps, and file to find the ELF files

@@ -1,4 +1,5 @@
 #include "cli.hpp"
+#include "invite_commands.hpp"
 #include "output.hpp"
 #include "targets_file.hpp"
 
@@ -341,6 +342,7 @@ int run(int argc, char** argv) {
         static const std::pair<const char*, Handler> kCommands[] = {
             {"add", cmd_add},     {"rm", cmd_rm},   {"show", cmd_show},           {"ls", cmd_ls},
             {"label", cmd_label}, {"key", cmd_key}, {"import-targets", cmd_import}, {"counters", cmd_counters},
+            {"invite", cmd_invite}, {"invites", cmd_invites},
         };
         Handler handler = nullptr;
         for (const auto& [n, h] : kCommands)
