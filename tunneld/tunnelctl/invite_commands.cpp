@@ -130,8 +130,13 @@ InviteOptions parse_invite_options(Args& args) {
     return o;
 }
 
-// known_hosts lines for every ssh_host_*_key.pub in the directory (tunneld's --host-key-dir).
-std::vector<std::string> known_hosts_lines(const InviteOptions& o) {
+struct HostKeys {
+    std::vector<std::string> known_hosts;   // "[HOST]:PORT TYPE BASE64" (or "HOST ..." on port 22)
+    std::vector<std::string> fingerprints;  // "SHA256:...", for clients that pin a fingerprint (plink -hostkey)
+};
+
+// Every ssh_host_*_key.pub in the directory (tunneld's --host-key-dir).
+HostKeys host_keys(const InviteOptions& o) {
     namespace fs = std::filesystem;
     std::vector<std::string> files;
     std::error_code ec;
@@ -142,21 +147,22 @@ std::vector<std::string> known_hosts_lines(const InviteOptions& o) {
     if (ec) throw RefusedChange("--host-key-dir " + o.host_key_dir + ": " + ec.message());
     std::sort(files.begin(), files.end());
     const std::string host = o.proxy_port == 22 ? o.proxy_host : "[" + o.proxy_host + "]:" + std::to_string(o.proxy_port);
-    std::vector<std::string> lines;
+    HostKeys keys;
     for (const auto& path : files) {
         std::ifstream in(path);
         std::string text;
         std::getline(in, text);
         try {
             PublicKey key = parse_public_key(text);
-            lines.push_back(host + " " + key.type + " " + key.base64);
+            keys.known_hosts.push_back(host + " " + key.type + " " + key.base64);
+            keys.fingerprints.push_back(key.fingerprint);
         } catch (const KeyError& e) {
             throw RefusedChange(path + ": " + e.what());
         }
     }
-    if (lines.empty())
+    if (keys.known_hosts.empty())
         throw RefusedChange("no ssh_host_*_key.pub in " + o.host_key_dir + " (pass tunneld's --host-key-dir)");
-    return lines;
+    return keys;
 }
 
 // What the host runs, each line on its own (tested one by one).
@@ -164,6 +170,7 @@ struct HostSetup {
     std::vector<std::string> setup;  // shell lines, in order
     std::string ssh;                 // the tunnel, by hand
     std::string unit_path, unit;     // the tunnel, kept up by systemd and autossh
+    std::vector<std::string> host_key_fingerprints;
 };
 
 HostSetup host_setup(const std::string& name, const std::string& token, const InviteOptions& o) {
@@ -174,8 +181,10 @@ HostSetup host_setup(const std::string& name, const std::string& token, const In
     h.setup.push_back("install -d -m 700 " + dir);
     h.setup.push_back("(umask 077 && printf '%s\\n' '" + token + "' > " + token_file + ")");
     h.setup.push_back("ssh-keygen -q -t ed25519 -N '' -C " + name + " -f " + key);
+    const HostKeys keys = host_keys(o);
+    h.host_key_fingerprints = keys.fingerprints;
     std::string known_lines;
-    for (const auto& line : known_hosts_lines(o)) known_lines += (known_lines.empty() ? "" : "\\n") + line;
+    for (const auto& line : keys.known_hosts) known_lines += (known_lines.empty() ? "" : "\\n") + line;
     h.setup.push_back("printf '" + known_lines + "\\n' > " + known);
     h.setup.push_back("printf '#!/bin/sh\\nexec cat " + token_file + "\\n' > " + askpass + " && chmod 700 " + askpass);
     // The token travels over keyboard-interactive, read by SSH_ASKPASS from its 0600 file: never on a command
@@ -266,6 +275,7 @@ int cmd_invite(Registry& reg, Args& args) {
         std::cout << "{\"name\":" << json::quote(name) << ",\"token\":" << json::quote(token.text())
                   << ",\"declared\":" << (declared ? "true" : "false") << ",\"uses\":" << o.uses
                   << ",\"expires_unix\":" << invite.expires_unix << ",\"expires\":" << json::quote(rfc3339(invite.expires_unix))
+                  << ",\"host_key_fingerprints\":" << json_strings(host.host_key_fingerprints)
                   << ",\"setup\":" << json_strings(host.setup) << ",\"ssh\":" << json::quote(host.ssh)
                   << ",\"unit_path\":" << json::quote(host.unit_path) << ",\"unit\":" << json::quote(host.unit) << "}\n";
         return kExitOk;
@@ -277,7 +287,8 @@ int cmd_invite(Registry& reg, Args& args) {
     std::cout << "cat > " << host.unit_path << " <<'EOF'\n" << host.unit << "EOF\n"
               << "systemctl daemon-reload && systemctl enable --now monitoring-proxy-tunnel\n"
               << "\n# Or run the tunnel by hand (the same command keeps working once the key is bound):\n"
-              << host.ssh << "\n";
+              << host.ssh << "\n\n# The proxy's host key fingerprints (plink -hostkey, or to compare by eye):\n";
+    for (const auto& fp : host.host_key_fingerprints) std::cout << "# " << fp << "\n";
     return kExitOk;
 }
 
