@@ -81,6 +81,11 @@ def enrolments(tunneld, reason=None):
     return c.get(f'enrolments_refused_total{{reason="{reason}"}}', 0) if reason else c.get("enrolments_total", 0)
 
 
+def status_invitation(nginx, name):
+    status = json.loads(nginx.get("/-/status?format=json")[1])
+    return next(i for i in status["invitations"] if i["name"] == name)
+
+
 def test_openssh_enrols_with_the_printed_lines_then_the_key_alone_is_scraped(tunneld, procs, workdir):
     node = procs.start(["prometheus-node-exporter", f"--web.listen-address=127.0.0.1:{mp.free_port()}"],
                        name="node_exporter")
@@ -98,8 +103,10 @@ def test_openssh_enrols_with_the_printed_lines_then_the_key_alone_is_scraped(tun
         assert os.stat(os.path.join(host, "join-token")).st_mode & 0o777 == 0o600
         assert os.stat(host).st_mode & 0o777 == 0o700
         fingerprint = s.fingerprint(os.path.join(host, "id_ed25519.pub"))
+        secret = inv["token"].split(".")[1]
         listed = invites(tunneld)["web1"]
-        assert listed["state"] == "open" and inv["token"].split(".")[1] not in json.dumps(listed)
+        assert listed["state"] == "open" and secret not in json.dumps(listed)
+        assert status_invitation(nginx, "web1")["state"] == "open"
 
         client = start_printed(procs, inv["ssh"])
         mp.wait_until(lambda: tunneld.connected("web1"), 15, what="web1 enrolled and connected")
@@ -109,6 +116,10 @@ def test_openssh_enrols_with_the_printed_lines_then_the_key_alone_is_scraped(tun
         used = invites(tunneld)["web1"]
         assert used["state"] == "spent" and [u["fingerprint"] for u in used["uses"]] == [fingerprint]
         mp.wait_until(lambda: enrolments(tunneld) == 1, 10, what="enrolments_total 1")
+        shown = status_invitation(nginx, "web1")
+        assert shown["state"] == "spent" and [u["fingerprint"] for u in shown["uses"]] == [fingerprint]
+        page = nginx.get("/-/status")[1]
+        assert 'data-invite="web1"' in page and fingerprint in page and secret not in page
         mp.wait_until(lambda: prometheus.up("web1") and prometheus.up("web1")[1] == 1, timeout=30,
                       what="Prometheus scrapes web1 through the tunnel")
         assert prometheus.up("web1")[0]["env"] == "prod"

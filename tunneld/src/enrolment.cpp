@@ -64,8 +64,7 @@ Enrolment consume_invite(reg::Registry& registry, std::string_view token, const 
 bool invitations_open(reg::Registry& registry, std::int64_t now_unix) {
     auto invites = registry.invites();
     return std::any_of(invites.begin(), invites.end(), [&](const auto& entry) {
-        const reg::InviteRecord& r = entry.second;
-        return !r.revoked && r.uses_left > 0 && now_unix < r.expires_unix;
+        return std::string_view(reg::invite_state(entry.second, now_unix)) == "open";
     });
 }
 

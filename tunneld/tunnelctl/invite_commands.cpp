@@ -231,13 +231,6 @@ int cmd_invite_rm(Registry& reg, Args& args) {
     return kExitOk;
 }
 
-const char* invite_state(const InviteRecord& r, std::int64_t now) {
-    if (r.revoked) return "revoked";
-    if (now >= r.expires_unix) return "expired";
-    if (r.uses_left == 0) return "spent";
-    return "open";
-}
-
 }  // namespace
 
 int cmd_invite(Registry& reg, Args& args) {
@@ -306,7 +299,7 @@ int cmd_invites(Registry& reg, Args& args) {
     bool first = true;
     for (const auto& [name, r] : reg.invites()) {
         if (json) {
-            out << (first ? "" : ",") << "{\"name\":" << json::quote(name) << ",\"state\":\"" << invite_state(r, now)
+            out << (first ? "" : ",") << "{\"name\":" << json::quote(name) << ",\"state\":\"" << registry::invite_state(r, now)
                 << "\",\"uses_left\":" << r.uses_left << ",\"created\":" << json::quote(rfc3339(r.created_unix))
                 << ",\"expires\":" << json::quote(rfc3339(r.expires_unix)) << ",\"expires_unix\":" << r.expires_unix
                 << ",\"uses\":[";
@@ -317,7 +310,7 @@ int cmd_invites(Registry& reg, Args& args) {
         } else {
             std::string used;
             for (const auto& u : r.uses) used += (used.empty() ? "" : ",") + u.key_fingerprint + "@" + rfc3339(u.when_unix);
-            out << name << " " << invite_state(r, now) << " " << r.uses_left << " " << rfc3339(r.expires_unix) << " "
+            out << name << " " << registry::invite_state(r, now) << " " << r.uses_left << " " << rfc3339(r.expires_unix) << " "
                 << (used.empty() ? "-" : used) << "\n";
         }
         first = false;

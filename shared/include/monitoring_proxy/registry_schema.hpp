@@ -108,6 +108,14 @@ struct InviteRecord {
     bool operator==(const InviteRecord&) const = default;
 };
 
+// "open" (usable now), "revoked", "expired" or "spent".
+inline const char* invite_state(const InviteRecord& r, std::int64_t now_unix) {
+    if (r.revoked) return "revoked";
+    if (now_unix >= r.expires_unix) return "expired";
+    if (r.uses_left == 0) return "spent";
+    return "open";
+}
+
 // live tunnels/<name>
 struct TunnelRecord {
     std::uint16_t port = 0;               // tunneld listens on address:port
