@@ -293,3 +293,29 @@ def test_dropbear_and_putty_enrol_then_reconnect_with_the_key_alone(tunneld, pro
     procs.start(plink, name="plink-again")
     mp.wait_until(lambda: tunneld.connected("web-putty"), 15, what="plink reconnected with its key alone")
     assert tunneld.log().count("enrolment accepted") == 2 and "enrolment refused" not in tunneld.log()
+
+
+def test_invite_refuses_bad_flags_and_changes_nothing(tunneld, workdir):
+    base = ["invite", "web1", "--proxy", "127.0.0.1:2222", "--host-key-dir", tunneld.host_keys]
+    for flags, status, message in [
+        (["--ttl", "0"], 1, 'invalid --ttl "0"'),
+        (["--ttl", "366d"], 1, 'invalid --ttl "366d"'),
+        (["--uses", "0"], 1, 'invalid --uses "0"'),
+        (["--proxy", "a b"], 1, 'invalid --proxy "a b"'),
+        (["--host-dir", "relative"], 1, "--host-dir must be an absolute path"),
+        (["--label", "__x=1"], 2, "reserved by Prometheus"),
+        (["--host-key-dir", workdir], 2, f"no ssh_host_*_key.pub in {workdir}"),
+    ]:
+        r = tunneld.tunnelctl(*base, *flags, check=False)
+        assert r.returncode == status and message in r.stderr, (flags, r.stderr)
+    assert tunneld.entry("web1") is None and invites(tunneld) == {}
+    r = tunneld.tunnelctl("invite", "rm", "web1", check=False)
+    assert r.returncode == 2 and 'no invitation for "web1"' in r.stderr
+    text = tunneld.tunnelctl(*base, "--ttl", "30m").stdout  # the human form prints the same lines
+    for expected in ["the token works 1 time until", "ssh-keygen -q -t ed25519 -N '' -C web1 -f "
+                     "/etc/monitoring-proxy/id_ed25519", "printf '[127.0.0.1]:2222 ssh-ed25519 ",
+                     "cat > /etc/systemd/system/monitoring-proxy-tunnel.service <<'EOF'\n[Unit]\n",
+                     "SSH_ASKPASS=/etc/monitoring-proxy/askpass SSH_ASKPASS_REQUIRE=force ssh -N ",
+                     "-p 2222 -R web1:80:localhost:9100 monitoring@127.0.0.1\n"]:
+        assert expected in text, expected
+    assert invites(tunneld)["web1"]["state"] == "open"

@@ -110,7 +110,8 @@ def test_help_documents_every_command_and_flag(reg):
     out = ctl(reg, "--help", check=0).stdout
     for word in ["add", "rm", "show", "ls", "label", "key add", "key rm", "import-targets", "--registry",
                  "--registry-group", "--map-size", "--port", "--key-file", "--label", "--path", "--json",
-                 "--metrics-path", "--version", "Exit status"]:
+                 "--metrics-path", "--version", "Exit status", "invite NAME", "invite rm", "invites", "--ttl",
+                 "--uses", "--proxy", "--host-key-dir", "--host-dir", "--user", "--exporter"]:
         assert word in out, word
 
 
