@@ -23,7 +23,7 @@ test=(
   curl wrk procps iproute2 psmisc
   shellcheck                 # the image's entrypoint is checked by it
   clang libclang-rt-14-dev   # libFuzzer targets (tests/fuzz)
-  python3 python3-pytest
+  python3 python3-pytest python3-paramiko  # paramiko: hand-made SSH requests in the hostile suite
   chromium                   # the status page, rendered headless in tests
   mmdebstrap lintian systemd # the .debs installed into a fresh bookworm root, linted, their unit verified
 )
