@@ -11,11 +11,15 @@
 
 namespace monitoring_proxy::registry {
 namespace {
+constexpr const char* kDefaultGroup = "www-data";  // Debian's nginx user
+
 std::string errno_text(const std::string& what, const std::string& path) {
     return what + " " + path + ": " + std::strerror(errno);
 }
 
-void set_mode_and_group(const std::string& path, mode_t mode, gid_t group) {
+// `owner`: the user every file of the registry belongs to, the owner of its directory (tunneld's service user
+// in a package install, root in the image).
+void set_mode_and_group(const std::string& path, mode_t mode, gid_t group, uid_t registry_owner) {
     struct stat st {};
     if (::stat(path.c_str(), &st) != 0) {
         if (errno == ENOENT) return;
@@ -23,12 +27,14 @@ void set_mode_and_group(const std::string& path, mode_t mode, gid_t group) {
     }
     // Only the owner (or root) can change these; a writer running as someone else keeps what it found.
     if (st.st_uid != ::geteuid() && ::geteuid() != 0) return;
-    // A root writer takes back files another user owns (a reader's user could otherwise rewrite the targets).
-    const uid_t owner = st.st_uid != ::geteuid() ? ::geteuid() : static_cast<uid_t>(-1);
+    // A root writer (an operator's tunnelctl) gives every file to the registry's owner: taking them for root
+    // would lock out a tunneld running as its own user, and a file left to a reader's user would let it rewrite
+    // the targets.
+    const uid_t owner = ::geteuid() == 0 && st.st_uid != registry_owner ? registry_owner : static_cast<uid_t>(-1);
     const gid_t new_group = group != static_cast<gid_t>(-1) && st.st_gid != group ? group : static_cast<gid_t>(-1);
     if ((owner != static_cast<uid_t>(-1) || new_group != static_cast<gid_t>(-1)) &&
         ::chown(path.c_str(), owner, new_group) != 0)
-        throw RegistryError(errno_text("cannot give owner " + std::to_string(::geteuid()) + " and group " +
+        throw RegistryError(errno_text("cannot give owner " + std::to_string(registry_owner) + " and group " +
                                            std::to_string(group) + " to",
                                        path));
     if ((st.st_mode & 07777) != mode && ::chmod(path.c_str(), mode) != 0)
@@ -36,25 +42,23 @@ void set_mode_and_group(const std::string& path, mode_t mode, gid_t group) {
 }
 }  // namespace
 
-gid_t resolve_group(const std::string& name) {
+gid_t resolve_group(const std::string& name, const std::string& dir) {
     std::string chosen = name;
-    bool explicit_choice = !chosen.empty();
+    if (chosen.empty())
+        if (const char* env = std::getenv(kGroupEnvVar); env && *env) chosen = env;
     if (chosen.empty()) {
-        if (const char* env = std::getenv(kGroupEnvVar); env && *env) {
-            chosen = env;
-            explicit_choice = true;
-        } else {
-            chosen = "www-data";
-        }
+        // Regrouping an existing registry to a default would lock out the readers it was set up for.
+        struct stat st {};
+        if (::stat((dir + "/" + lmdb::kDataFile).c_str(), &st) == 0) return st.st_gid;
+        struct group* g = ::getgrnam(kDefaultGroup);
+        return g ? g->gr_gid : static_cast<gid_t>(-1);
     }
     if (struct group* g = ::getgrnam(chosen.c_str())) return g->gr_gid;
     char* end = nullptr;
     long numeric = std::strtol(chosen.c_str(), &end, 10);
     if (end && *end == '\0' && numeric >= 0) return static_cast<gid_t>(numeric);
-    if (explicit_choice)
-        throw RegistryError("unknown registry group \"" + chosen + "\" (from --registry-group or $" + kGroupEnvVar +
-                            "): it must be the group nginx workers run as");
-    return static_cast<gid_t>(-1);
+    throw RegistryError("unknown registry group \"" + chosen + "\" (from --registry-group or $" + kGroupEnvVar +
+                        "): it must be the group nginx workers run as");
 }
 
 bool ensure_dir(const std::string& dir) {
@@ -71,10 +75,24 @@ bool ensure_dir(const std::string& dir) {
     return true;
 }
 
+uid_t owner_of(const std::string& dir) {
+    struct stat st {};
+    if (::stat(dir.c_str(), &st) != 0) throw RegistryError(errno_text("cannot stat", dir));
+    return st.st_uid;
+}
+
+void adopt_new_lock_file(const std::string& dir) {
+    struct stat data {};
+    const gid_t group =
+        ::stat((dir + "/" + lmdb::kDataFile).c_str(), &data) == 0 ? data.st_gid : static_cast<gid_t>(-1);
+    set_mode_and_group(dir + "/" + lmdb::kLockFile, kLockMode, group, data.st_uid);
+}
+
 void apply_policy(const std::string& dir, gid_t group) {
-    set_mode_and_group(dir, kDirMode, group);
-    set_mode_and_group(dir + "/" + lmdb::kDataFile, kDataMode, group);
-    set_mode_and_group(dir + "/" + lmdb::kLockFile, kLockMode, group);
+    const uid_t owner = owner_of(dir);
+    set_mode_and_group(dir, kDirMode, group, owner);
+    set_mode_and_group(dir + "/" + lmdb::kDataFile, kDataMode, group, owner);
+    set_mode_and_group(dir + "/" + lmdb::kLockFile, kLockMode, group, owner);
 }
 
 }  // namespace monitoring_proxy::registry

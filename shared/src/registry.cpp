@@ -9,9 +9,11 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 namespace monitoring_proxy::registry {
@@ -46,9 +48,26 @@ std::uint64_t start_ticks_of(int pid) {
     return 0;
 }
 
+bool exists(const std::string& path) {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) == 0) return true;
+    if (errno == ENOENT) return false;
+    throw RegistryError("cannot access " + path + ": " + std::strerror(errno));
+}
+
+// For opens that must not create one: the registry at `dir` exists (its declared environment does).
+void require_existing(const std::string& dir) {
+    struct stat st {};
+    if (::stat(dir.c_str(), &st) == 0 && !S_ISDIR(st.st_mode))
+        throw RegistryError("registry path " + dir + " exists and is not a directory");
+    if (!exists(dir + "/data.mdb")) throw MissingRegistry("no registry at " + dir + " (no data.mdb there)");
+}
+
 lmdb::Env open_env(const std::string& path, const OpenOptions& o, unsigned extra_flags) {
     unsigned flags = (o.read_only ? MDB_RDONLY : 0u) | extra_flags;
+    const bool had_lock_file = exists(path + "/lock.mdb");
     lmdb::Env env(path, flags, 0, kMaxDbs, 0640);
+    if (!had_lock_file) adopt_new_lock_file(path);
     // Grow (never shrink) the map to what was asked for; readers adopt it through MDB_MAP_RESIZED.
     std::size_t want = o.map_size ? o.map_size : kDefaultMapSize;
     if (!o.read_only && env.map_size() < want)
@@ -202,15 +221,18 @@ Registry Registry::open(const OpenOptions& o) {
     reg.dir_ = o.dir;
     const std::string live_dir = o.dir + "/" + kLiveSubdir;
     const bool writable = !o.read_only;
+    const bool manage = writable && o.create;  // create what is missing, apply the permission policy
     gid_t group = static_cast<gid_t>(-1);
-    if (writable && o.create) {
-        group = resolve_group(o.group);
+    if (manage) {
+        group = resolve_group(o.group, o.dir);
         ensure_dir(o.dir);
         apply_policy(o.dir, group);  // before LMDB creates files, so they inherit the group (setgid)
         if (o.live) {
             ensure_dir(live_dir);
             apply_policy(live_dir, group);
         }
+    } else {
+        require_existing(o.dir);
     }
 
     reg.declared_ = open_env(o.dir, o, 0);
@@ -228,9 +250,10 @@ Registry Registry::open(const OpenOptions& o) {
         reg.meta_ = *meta, reg.targets_ = *targets, reg.key_targets_ = *keys;
         txn.commit();
     }
-    if (writable && o.create) apply_policy(o.dir, group);
+    if (manage) apply_policy(o.dir, group);
 
-    if (o.live) {
+    // Without live state (never created, and this open may not create it) every target reads as disconnected.
+    if (o.live && (manage || exists(live_dir + "/data.mdb"))) {
         try {
             reg.live_ = open_env(live_dir, o, writable ? MDB_NOSYNC : 0);
         } catch (const lmdb::LmdbError& e) {
@@ -248,13 +271,13 @@ Registry Registry::open(const OpenOptions& o) {
         auto instances = txn.open_db(kDbInstances, create);
         auto counters = txn.open_db(kDbCounters, create);
         if (!meta || !tunnels || !instances || !counters)
-            throw RegistryError("live registry " + live_dir + " is not initialised; start tunneld or run tunnelctl once");
+            throw RegistryError("live registry " + live_dir + " is not initialised; start tunneld or run `tunnelctl init`");
         detail::check_schema(txn, *meta, *tunnels, writable, live_dir);
         // A new live environment belongs to this boot (sweep_dead_instances compares boot ids).
         if (writable && !txn.get(*meta, kMetaBootId)) txn.put(*meta, kMetaBootId, boot_id());
         reg.live_meta_ = *meta, reg.tunnels_ = *tunnels, reg.instances_ = *instances, reg.counters_ = *counters;
         txn.commit();
-        if (writable && o.create) apply_policy(live_dir, group);
+        if (manage) apply_policy(live_dir, group);
     }
     return reg;
 }

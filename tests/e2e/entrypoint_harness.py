@@ -3,6 +3,7 @@ tunneld, tunnelctl and nginx module, on free loopback ports. Also an exporter st
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 
@@ -50,6 +51,19 @@ class Root:
         self.ssh_port = mp.free_port()
         self.http_port = mp.free_port()
         self.port_range = port_range or "20000-29999"
+        self.entrypoint = ENTRYPOINT
+        self.share_dir = NGINX_SHARE
+        self.programs = {name: built_path(name) for name in BUILT}
+
+    def copy_programs(self):
+        """Runs copies of the entrypoint, its nginx files and the built programs from beside this root: another
+        user may be unable to reach the clone and its build directory (a clone in /root, mode 0700)."""
+        d = os.path.join(os.path.dirname(self.dir), "programs")
+        os.makedirs(d)
+        os.chmod(d, 0o755)
+        self.entrypoint = shutil.copy2(ENTRYPOINT, d)
+        self.share_dir = shutil.copytree(NGINX_SHARE, os.path.join(d, "share"))
+        self.programs = {name: shutil.copy2(path, d) for name, path in self.programs.items()}
 
     def path(self, rel):
         return os.path.join(self.dir, rel)
@@ -73,10 +87,10 @@ class Root:
     def env(self, **extra):
         env = {
             "MP_ROOT": self.dir,
-            "MP_SHARE_DIR": NGINX_SHARE,
-            "MP_TUNNELCTL": built_path("tunnelctl"),
-            "MP_TUNNELD": built_path("tunneld"),
-            "MP_NGINX_MODULE": built_path("ngx_http_tunnel_module.so"),
+            "MP_SHARE_DIR": self.share_dir,
+            "MP_TUNNELCTL": self.programs["tunnelctl"],
+            "MP_TUNNELD": self.programs["tunneld"],
+            "MP_NGINX_MODULE": self.programs["ngx_http_tunnel_module.so"],
             "MP_SSH_LISTEN": f"127.0.0.1:{self.ssh_port}",
             "MP_HTTP_LISTEN": f"127.0.0.1:{self.http_port}",
             "MP_PORT_RANGE": self.port_range,
@@ -86,7 +100,7 @@ class Root:
         for var in ("MONITORING_PROXY_PUBLIC_KEY", "MONITORING_PROXY_REGISTRY", "MONITORING_PROXY_REGISTRY_GROUP"):
             env[var] = ""  # never inherit the caller's
         # A sanitizer build's module needs the ASan runtime preloaded into the uninstrumented nginx.
-        env.update(sanitizer_env(built_path("ngx_http_tunnel_module.so")))
+        env.update(sanitizer_env(self.programs["ngx_http_tunnel_module.so"]))
         env.update({k: str(v) for k, v in extra.items()})
         return env
 
@@ -94,13 +108,13 @@ class Root:
         """Runs the entrypoint in the foreground (prepare, healthcheck, a command); returns CompletedProcess."""
         full_env = dict(os.environ)
         full_env.update(self.env(**(env or {})))
-        return subprocess.run([ENTRYPOINT, *args], env=full_env, capture_output=True, text=True,
+        return subprocess.run([self.entrypoint, *args], env=full_env, capture_output=True, text=True,
                               stdin=subprocess.DEVNULL, timeout=timeout)
 
     def start(self, procs, env=None, pre_exec=()):
         """Starts `entrypoint run` (optionally under a wrapper such as setpriv) and waits until both ports
         answer."""
-        p = procs.start([*pre_exec, ENTRYPOINT], name="entrypoint", env=self.env(**(env or {})))
+        p = procs.start([*pre_exec, self.entrypoint], name="entrypoint", env=self.env(**(env or {})))
         mp.wait_until(lambda: p.poll() is not None or (mp.port_open(self.ssh_port) and
                                                       mp.port_open(self.http_port)),
                       timeout=30, what="the entrypoint's SSH and HTTP ports")

@@ -23,7 +23,8 @@ COUNTERS_LOCATION = "        location = /-/counters { tunnel_counters; }"
 
 class ScrapeLoop:
     """Scrapes GET /<target>/bytes/N through nginx in a thread until stopped (or `max_seconds`, so a forgotten
-    loop cannot hang the suite) and checks every byte. `errors` lists what went wrong, with the time."""
+    loop cannot hang the suite) and checks every byte. `errors` lists what went wrong, with the time it ended;
+    `ok_times` when each good scrape started."""
 
     def __init__(self, nginx_port, target=HEALTHY, size=SCRAPE_SIZE, max_seconds=120, timeout=10):
         self.nginx_port = nginx_port
@@ -31,7 +32,7 @@ class ScrapeLoop:
         self.expected = body(size)
         self.max_seconds = max_seconds
         self.timeout = timeout
-        self.ok = 0
+        self.ok_times = []
         self.errors = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -40,12 +41,18 @@ class ScrapeLoop:
         self._thread.start()
         # At least one good scrape before the hostile part starts: the loop proves something only once it works.
         mp.wait_until(lambda: self.ok > 0 or self.errors, 15, what="first scrape")
+        assert self.ok > 0, f"the first scrape of {self.path} failed: {self.errors}"
         return self
+
+    @property
+    def ok(self):
+        """Good scrapes so far."""
+        return len(self.ok_times)
 
     def _run(self):
         deadline = time.monotonic() + self.max_seconds
         while not self._stop.is_set() and time.monotonic() < deadline:
-            started = time.monotonic()
+            started, started_wall = time.monotonic(), time.time()
             try:
                 conn = http.client.HTTPConnection("127.0.0.1", self.nginx_port, timeout=self.timeout)
                 try:
@@ -57,7 +64,7 @@ class ScrapeLoop:
                 if resp.status != 200 or data != self.expected:
                     self.errors.append((time.time(), f"status {resp.status}, {len(data)} bytes"))
                 else:
-                    self.ok += 1
+                    self.ok_times.append(started_wall)
             except Exception as exc:  # every failure is a finding: count it, keep scraping
                 self.errors.append((time.time(), f"{exc!r} after {time.monotonic() - started:.2f}s"))
             self._stop.wait(0.01)
@@ -104,7 +111,7 @@ class Stack:
         self.connect_healthy()
 
     def connect_healthy(self):
-        self.healthy_client = self.tunneld.ssh(self.keys["healthy"], f"{HEALTHY}:80:localhost:{self.exporter.port}",
+        self.healthy_client = self.tunneld.ssh(self.keys["healthy"], f"{HEALTHY}:80:127.0.0.1:{self.exporter.port}",
                                                name="ssh-healthy")
         mp.wait_until(lambda: self.tunneld.connected(HEALTHY), 15, what="healthy tunnel connected")
         mp.wait_until(lambda: self.nginx.status(f"/{HEALTHY}/bytes/1") == 200, 15, what="healthy served")

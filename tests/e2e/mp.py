@@ -1,10 +1,13 @@
 """Shared plumbing for end-to-end tests: where the built programs are, free loopback ports, processes that are
-always stopped by pid, and polling with a deadline instead of sleeping."""
+always stopped by pid, polling with a deadline instead of sleeping, CPU use measured against a spinning reference,
+Prometheus expositions read as values, and README's sections (the user documentation the programs are held to)."""
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -97,6 +100,29 @@ class Processes:
             p.log_file.close()
 
 
+def cpu_seconds(pid):
+    """User + system CPU time of a running process."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+SPINNER = "import sys, time\nend = time.monotonic() + float(sys.argv[1])\nwhile time.monotonic() < end:\n    pass\n"
+
+
+def cpu_share_beside_a_spinner(pid, seconds=1.0):
+    """CPU `pid` used while a reference process spun for `seconds`, as a fraction of the CPU the spinner got. On 2
+    shared cores a spinning process may get far less than a core, so an absolute figure can pass while it spins;
+    beside the spinner, a process at 100 % scores about 1 however loaded the machine is, an idle one about 0."""
+    before = cpu_seconds(pid)
+    spinner = subprocess.Popen([sys.executable, "-c", SPINNER, str(seconds)])
+    _, status, usage = os.wait4(spinner.pid, 0)  # its own CPU time, from the kernel, as it is reaped
+    spinner.returncode = os.waitstatus_to_exitcode(status)
+    used = cpu_seconds(pid) - before
+    assert spinner.returncode == 0, spinner.returncode
+    return used / max(usage.ru_utime + usage.ru_stime, 0.01)
+
+
 def make_workdir(prefix="mp-e2e-"):
     d = tempfile.mkdtemp(prefix=prefix)
     os.chmod(d, 0o755)  # nginx workers (nobody) must traverse it
@@ -105,3 +131,45 @@ def make_workdir(prefix="mp-e2e-"):
 
 def remove_workdir(d):
     shutil.rmtree(d, ignore_errors=True)
+
+
+_SAMPLE = re.compile(r'([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)')
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"(?:,|$)')
+
+
+def metric_samples(exposition):
+    """The samples of a Prometheus text exposition: {(name, frozenset of (label, value)): float}, label values as
+    written (escapes kept). A line that is not a sample, or a series given twice, fails the test."""
+    samples = {}
+    for line in exposition.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = _SAMPLE.fullmatch(line)
+        assert m, f"not a sample line: {line!r}"
+        labels = _LABEL.findall(m.group(2) or "")
+        assert ",".join(f'{k}="{v}"' for k, v in labels) == (m.group(2) or ""), f"bad labels: {line!r}"
+        key = (m.group(1), frozenset(labels))
+        assert key not in samples, f"series given twice: {line!r}"
+        samples[key] = float(m.group(3))
+    return samples
+
+
+def metric_value(exposition, name, **labels):
+    """The value of the one series `name{labels}` in an exposition (an AssertionError naming it when absent)."""
+    key = (name, frozenset(labels.items()))
+    samples = metric_samples(exposition)
+    assert key in samples, f"no series {name}{labels} in:\n{exposition}"
+    return samples[key]
+
+
+def readme_reference(title):
+    """What README.md's `## title` section documents as reference: (its code blocks, the first cell of each table
+    row), leaving out the prose, which may name other programs' flags."""
+    text = open(os.path.join(SOURCE_DIR, "README.md")).read()
+    section = text.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"^```\n(.*?)^```", section, re.S | re.M), re.findall(r"^\| `(.+?)` \|", section, re.M)
+
+
+def long_flags(text):
+    """Every `--flag` named in a text."""
+    return set(re.findall(r"(?<![\w-])--[a-z][a-z-]*[a-z]", text))

@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import socketserver
+import stat
 import subprocess
 import threading
 import urllib.parse
@@ -98,11 +99,28 @@ def run(args, env=None, check=True):
     return p
 
 
+def operator_env(**extra):
+    """The environment of an operator's shell: this process's, without either registry variable (the harness sets
+    the group one), plus `extra`."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MONITORING_PROXY_REGISTRY", "MONITORING_PROXY_REGISTRY_GROUP")}
+    return {**env, **extra}
+
+
 class Registry:
     """A test registry: targets through tunnelctl, live tunnels through mp-registry-fixture."""
 
     def __init__(self, path):
         self.path = path
+
+    def files(self):
+        """(path, owner, group, mode) of every directory and file of the registry."""
+        out = []
+        for dirpath, _, filenames in os.walk(self.path):
+            for path in [dirpath, *(os.path.join(dirpath, n) for n in filenames)]:
+                st = os.stat(path)
+                out.append((path, st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)))
+        return sorted(out)
 
     def tunnelctl(self, *args, check=True):
         return run([mp.program("tunnelctl"), "--registry", self.path, *args], check=check)

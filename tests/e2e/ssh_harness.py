@@ -37,10 +37,14 @@ def body(size):
 
 
 class Exporter:
-    """HTTP server on a free loopback port: GET /bytes/N returns body(N)."""
+    """HTTP server on a free loopback port: GET /bytes/N returns body(N). `finished` counts the responses written
+    out whole (the handler returned, so the server closes that connection next)."""
 
     def __init__(self):
         cache = {}
+        self.finished = 0
+        finished_lock = threading.Lock()
+        exporter = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.0"
@@ -56,6 +60,9 @@ class Exporter:
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+                self.wfile.flush()
+                with finished_lock:
+                    exporter.finished += 1
 
             def log_message(self, *args):
                 pass

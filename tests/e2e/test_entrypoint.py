@@ -1,11 +1,11 @@
 """docker/entrypoint against a temporary root, with the real tunneld, tunnelctl, nginx + module and OpenSSH: the
 original image's contract (shared key, targets file, host keys, hand-written locations) and the supervision of
 tunneld and nginx."""
+import json
 import os
 import re
 import signal
 import subprocess
-import time
 
 import pytest
 
@@ -216,10 +216,11 @@ def test_sigterm_stops_both_cleanly_and_the_registry_forgets_the_tunnel(procs, w
     keygen(key)
     entry, _client = serve_one_target(procs, workdir, root, key)
     tunneld, nginx = root.daemon_pid("tunneld"), root.daemon_pid("nginx")
-    started = time.monotonic()
     os.kill(entry.pid, signal.SIGTERM)
-    assert exit_within(entry, 5) == 0
-    assert time.monotonic() - started < 5
+    # Cleanly means without the SIGKILL the entrypoint sends (and logs) after MP_STOP_TIMEOUT (5 s here): the log
+    # is the evidence, the deadline only has to leave room for that timeout on 2 shared cores.
+    assert exit_within(entry, 20) == 0
+    assert "still runs after" not in procs.log_text(entry), procs.log_text(entry)
     assert not pid_running(tunneld) and not pid_running(nginx)
     assert not mp.port_open(root.http_port) and not mp.port_open(root.ssh_port)
     assert root.live_targets() == []
@@ -283,6 +284,7 @@ def test_runs_as_an_unprivileged_user_on_high_ports(procs, workdir, root):
             for name in [dirpath, *(os.path.join(dirpath, n) for n in dirnames + filenames)]:
                 os.chown(name, nobody, nobody)
 
+    root.copy_programs()  # nobody may not reach the clone
     as_nobody = ["setpriv", f"--reuid={nobody}", f"--regid={nobody}", "--clear-groups", "--inh-caps=-all",
                  "--bounding-set=-all", "--no-new-privs", "--"]
     entry, _client = serve_one_target(procs, workdir, root, key, pre_exec=as_nobody, before_start=hand_root_to_nobody)
@@ -340,7 +342,8 @@ def test_undeclared_names_are_refused_by_default(procs, workdir, root):
 
 
 def test_an_original_image_setup_works_unchanged(procs, workdir, root):
-    """Targets file, hand-written block and host command exactly as the original image's users have them."""
+    """Targets file, hand-written block and host command exactly as the original image's users have them (with
+    127.0.0.1 where they may write localhost: the suite must not depend on /etc/hosts)."""
     key = os.path.join(workdir, "monitoring_key")
     keygen(key)
     port = mp.free_port()
@@ -348,7 +351,7 @@ def test_an_original_image_setup_works_unchanged(procs, workdir, root):
     root.write("etc/monitoring/targets", f"localhost:{port} external-host-1\n")
     root.write("etc/nginx/conf.d/monitoring-proxy.conf", f"""
 location /external-host-1/ {{
-    proxy_pass http://localhost:{port}/;
+    proxy_pass http://127.0.0.1:{port}/;
     proxy_set_header Host $host;
     proxy_set_header X-Real-IP $remote_addr;
     proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
@@ -357,7 +360,7 @@ location /external-host-1/ {{
 """)
     root.start(procs, env={"MONITORING_PROXY_PUBLIC_KEY": open(key + ".pub").read()})
     exporter = start_exporter(procs, workdir, METRICS)
-    ssh_reverse(procs, root, key, f"{port}:localhost:{exporter}")
+    ssh_reverse(procs, root, key, f"{port}:127.0.0.1:{exporter}")
     mp.wait_until(lambda: http_get(root.http_port, "/external-host-1/metrics") == (200, METRICS), timeout=15,
                   what="the original setup's /external-host-1/metrics")
     assert root.live_targets() == ["external-host-1"]
@@ -390,7 +393,7 @@ def test_each_proxy_page_is_served_exactly_when_the_module_provides_it(procs, ro
             assert status != 200, (path, status, body)  # the module's routing, not a page: "-" is no target name
             assert log_lines(log, f"pages off .*{re.escape(path)}")
     if b"tunnel_sd" in module:
-        assert '"web1"' in http_get(root.http_port, "/-/sd")[1]
+        assert [group["labels"]["tunnel"] for group in json.loads(http_get(root.http_port, "/-/sd")[1])] == ["web1"]
     assert root.run("healthcheck").returncode == 0
 
 

@@ -25,7 +25,7 @@ def test_refused_sessions_coming_and_going_never_break_the_healthy_session(stack
             hh.read_until_closed(s, timeout=10)
     for i in range(100):
         key = ("shared", "owner")[i % 2]
-        spec = f"{hh.HEALTHY}:80:localhost:1" if i % 3 else f"{port}:localhost:1"
+        spec = f"{hh.HEALTHY}:80:127.0.0.1:1" if i % 3 else f"{port}:127.0.0.1:1"
         r = stack.tunneld.ssh_run(stack.keys[key], "-N", "-R", spec)
         assert r.returncode == 255, r
         assert stack.tunneld.connected(hh.HEALTHY), f"healthy session lost after {i + 1} refused sessions:\n" + \

@@ -42,7 +42,8 @@ def test_every_outcome_is_counted_per_target_and_in_total(env):
     assert c["targets"]["refused"]["outcomes"]["upstream_failed"] == 1
     slow = c["targets"]["slow"]
     assert slow["outcomes"]["upstream_timeout"] == 1 and slow["last"]["status"] == 504
-    assert 200 <= slow["last"]["duration_ms"] < 2000
+    # cut by the header's 0.4 s, not the exporter's 10 s delay; the rest of the range is slack for 2 shared cores
+    assert 200 <= slow["last"]["duration_ms"] < 9000
     totals = c["totals"]["outcomes"]
     assert totals["unknown_target"] == 1 and totals["invalid_name"] == 1 and totals["proxied"] == 3
     assert c["dropped_targets"] == 0

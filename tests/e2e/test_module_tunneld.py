@@ -18,7 +18,7 @@ def test_ssh_reverse_tunnel_is_routed_by_nginx_while_it_lives(env, procs, workdi
     workers = nginx.worker_pids()
     assert nginx.get("/web1/metrics")[:2] == (503, 'target "web1" is not connected\n'), nginx.error_log()
 
-    client = tunneld.ssh(key, f"web1:80:localhost:{exporter.port}")
+    client = tunneld.ssh(key, f"web1:80:127.0.0.1:{exporter.port}")
     mp.wait_until(lambda: tunneld.connected("web1"), 10, what="web1 connected")
     assert nginx.get("/web1/metrics")[:2] == (200, "exporter /metrics\n")
 
@@ -26,7 +26,7 @@ def test_ssh_reverse_tunnel_is_routed_by_nginx_while_it_lives(env, procs, workdi
     mp.wait_until(lambda: not tunneld.connected("web1"), 10, what="web1 disconnected")
     assert nginx.get("/web1/metrics")[:2] == (503, 'target "web1" is not connected\n')
 
-    tunneld.ssh(key, f"web1:80:localhost:{exporter.port}")
+    tunneld.ssh(key, f"web1:80:127.0.0.1:{exporter.port}")
     mp.wait_until(lambda: tunneld.connected("web1"), 10, what="web1 reconnected")
     assert nginx.get("/web1/metrics?again=1")[:2] == (200, "exporter /metrics?again=1\n")
     assert nginx.worker_pids() == workers

@@ -62,7 +62,8 @@ def test_configured_read_timeout_caps_the_header(env):
     started = time.monotonic()
     status = nginx.status("/slow/metrics?delay=20", headers={"X-Prometheus-Scrape-Timeout-Seconds": "60"})
     assert status == 504
-    assert time.monotonic() - started < 3
+    # Capped at 1 s, not the header's 60 s nor the exporter's 20 s delay; 10 s of slack for 2 shared cores.
+    assert time.monotonic() - started < 10
 
 
 def _hammer(nginx, paths, results, stop, limit):

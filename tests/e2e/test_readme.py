@@ -1,4 +1,5 @@
 """The README's commands are run here, so the README cannot rot."""
+import json
 import os
 import re
 import subprocess
@@ -60,8 +61,8 @@ def test_demo_command_starts_a_scrapeable_stack(workdir):
         assert f"curl -s http://127.0.0.1:{http}/demo-host/metrics" in out.stdout
         body = urllib.request.urlopen(f"http://127.0.0.1:{http}/demo-host/metrics", timeout=10).read().decode()
         assert "node_" in body or "demo_up 1" in body
-        sd = urllib.request.urlopen(f"http://127.0.0.1:{http}/-/sd", timeout=10).read().decode()
-        assert '"tunnel":"demo-host"' in sd
+        sd = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{http}/-/sd", timeout=10).read())
+        assert [group["labels"]["tunnel"] for group in sd] == ["demo-host"]
     finally:
         stop = subprocess.run([os.path.join(mp.SOURCE_DIR, "docker", "demo"), "stop"], env=env, capture_output=True,
                               text=True, timeout=60)
@@ -86,7 +87,7 @@ def test_prometheus_config_passes_promtool(workdir):
 def test_nginx_config_passes_nginx_t(workdir):
     (block,) = fenced("nginx", "tunnel_registry")
     registry = os.path.join(workdir, "registry")
-    subprocess.run([mp.program("tunnelctl"), "--registry", registry, "--registry-group", "nogroup", "ls"],
+    subprocess.run([mp.program("tunnelctl"), "--registry", registry, "--registry-group", "nogroup", "init"],
                    check=True, capture_output=True)
     conf = (block.replace("modules/ngx_http_tunnel_module.so", mp.program("ngx_http_tunnel_module.so"))
             .replace("/var/lib/monitoring-proxy/registry", registry)

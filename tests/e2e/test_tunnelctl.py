@@ -1,12 +1,14 @@
 """tunnelctl end to end: the real binary on a real registry; exit statuses 0/1/2/3 and the messages users see."""
 import json
 import os
+import re
 import stat
 import subprocess
 
 import pytest
 
 import mp
+import nginx_harness as h
 
 
 @pytest.fixture
@@ -20,6 +22,12 @@ def ctl(reg, *args, check=None):
     if check is not None:
         assert p.returncode == check, (p.returncode, p.stdout, p.stderr)
     return p
+
+
+def run_ctl(*args, **env):
+    """tunnelctl as an operator's shell runs it: neither registry variable unless given."""
+    return subprocess.run([mp.program("tunnelctl"), *args], capture_output=True, text=True,
+                          env=h.operator_env(**env))
 
 
 def ls(reg):
@@ -80,6 +88,7 @@ def test_labels_and_keys(reg, workdir):
     (["label", "ghost", "a=b"], 'unknown target "ghost"'),
 ])
 def test_refused_changes_exit_2_with_a_clear_message(reg, args, message):
+    ctl(reg, "init", check=0)
     p = ctl(reg, *args, check=2)
     assert message in p.stderr
     assert ls(reg) == {}
@@ -106,13 +115,23 @@ def test_duplicates_are_refused(reg):
     assert 'already the port of target "a"' in ctl(reg, "add", "b", "--port", "20001", check=2).stderr
 
 
+def commands(lines):
+    """Command names ("add", "key rm") at the start of each line: words before the first argument (or before the
+    column gap of an argument-less command such as `init`)."""
+    return {m.group(1) for m in (re.match(r"((?:[a-z][a-z-]* )*?[a-z][a-z-]*)(?: [A-Z\[]|  |$)", line) for line in lines)
+            if m}
+
+
 def test_help_documents_every_command_and_flag(reg):
+    """--help and README's tunnelctl synopsis and command table name the same commands and flags: one cannot
+    change alone."""
     out = ctl(reg, "--help", check=0).stdout
-    for word in ["add", "rm", "show", "ls", "label", "key add", "key rm", "import-targets", "--registry",
-                 "--registry-group", "--map-size", "--port", "--key-file", "--label", "--path", "--json",
-                 "--metrics-path", "--version", "Exit status", "invite NAME", "invite rm", "invites", "--ttl",
-                 "--uses", "--proxy", "--host-key-dir", "--host-dir", "--user", "--exporter"]:
-        assert word in out, word
+    synopsis, table = mp.readme_reference("tunnelctl")
+    assert mp.long_flags(out) == mp.long_flags("\n".join(synopsis + table)) | {"--help", "--version"}
+    usage = out.split("\nCommands:\n", 1)[1].split("\n\n", 1)[0]
+    documented = [cell for row in table for cell in row.split("` / `")]
+    assert commands(line[2:] for line in usage.splitlines() if re.match(r"  [a-z]", line)) == commands(documented)
+    assert "Exit status" in out
 
 
 def test_import_targets_is_all_or_nothing_and_idempotent(reg, workdir):
@@ -153,7 +172,7 @@ def test_import_does_not_remove_targets_declared_by_hand(reg, workdir):
 
 
 def test_registry_permissions_and_unusable_registry(reg, workdir):
-    ctl(reg, "ls", check=0)
+    assert "ready" in ctl(reg, "init", check=0).stdout
     st = os.stat(reg)
     assert stat.S_IMODE(st.st_mode) == 0o2750 and st.st_gid == 65534
     assert stat.S_IMODE(os.stat(os.path.join(reg, "lock.mdb")).st_mode) == 0o660
@@ -184,3 +203,55 @@ def test_map_full_is_a_clear_error(reg):
     assert "registry is full" in p.stderr and "--map-size" in p.stderr
     assert "keep" in ls(reg)
     ctl(reg, "--map-size", "16", "add", "after-growth", check=0)
+
+
+@pytest.mark.parametrize("args", [["ls"], ["ls", "--json"], ["show", "web1"]])
+def test_read_only_commands_create_no_registry(reg, args):
+    p = run_ctl("--registry", reg, *args)
+    assert p.returncode == 3, (p.stdout, p.stderr)
+    assert f"no registry at {reg}" in p.stderr and f"tunnelctl --registry {reg} init" in p.stderr
+    assert p.stdout == ""
+    assert not os.path.exists(reg)
+
+
+def test_the_default_registry_is_named_on_stderr(reg):
+    default = "/var/lib/monitoring-proxy/registry"
+    existed = os.path.exists(default)
+    p = run_ctl("ls", "--json")
+    assert p.stderr.startswith(f"tunnelctl: using registry {default} (the default"), p.stderr
+    if existed:  # this machine's own registry: read, never changed
+        assert p.returncode == 0 and isinstance(json.loads(p.stdout), list), p.stderr
+    else:
+        assert p.returncode == 3 and f"no registry at {default}" in p.stderr and p.stdout == ""
+        assert not os.path.exists(default)
+    ctl(reg, "init", check=0)
+    for named in (run_ctl("--registry", reg, "ls"), run_ctl("ls", MONITORING_PROXY_REGISTRY=reg)):
+        assert named.returncode == 0 and "using registry" not in named.stderr, named.stderr
+
+
+SD_LOCATION = "        location = /-/sd { tunnel_sd; }"
+
+
+def test_registry_group_survives_commands_run_without_the_group_variable(env):
+    """Issue 18: `tunnelctl ls` without $MONITORING_PROXY_REGISTRY_GROUP regrouped a nogroup registry to www-data
+    and nginx's workers (nobody:nogroup) answered 500 to everything. Readers change nothing; a writer keeps the
+    group the registry has."""
+    env.target("web1")  # created for the workers' group, nogroup, by the harness
+    nginx = env.nginx(server_extra=SD_LOCATION).start()
+    reg = env.registry.path
+    before = env.registry.files()
+    assert {gid for _, _, gid, _ in before} == {65534}
+    for args in (["ls"], ["ls", "--json"], ["show", "web1"], ["show", "web1", "--json"]):
+        p = run_ctl("--registry", reg, *args)
+        assert p.returncode == 0, p.stderr
+    assert env.registry.files() == before
+    nginx.reload()  # fresh workers open the registry anew
+    assert nginx.status("/-/sd") == 200 and nginx.status("/web1/metrics") == 200
+
+    assert run_ctl("--registry", reg, "add", "db").returncode == 0
+    assert [(path, gid, mode) for path, _, gid, mode in env.registry.files()] == \
+        [(path, gid, mode) for path, _, gid, mode in before]
+    nginx.reload()
+    status, body, _ = nginx.get("/-/sd")
+    assert status == 200 and {g["labels"]["tunnel"] for g in json.loads(body)} == {"web1", "db"}
+    assert nginx.status("/web1/metrics") == 200

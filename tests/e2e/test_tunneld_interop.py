@@ -15,8 +15,8 @@ def test_dropbear_dbclient_named_and_numbered_forwards(procs, workdir, exporter)
     t.tunnelctl("add", "dropbear-fixed", "--port", str(fixed), "--key-file", key + ".pub")
     t.start()
     procs.start(["dbclient", "-N", "-y", "-y", "-i", key + ".dropbear", "-p", str(t.port),
-                 "-R", f"dropbear-host:80:localhost:{exporter.port}",
-                 "-R", f"{fixed}:localhost:{exporter.port}", "tunnel@127.0.0.1"], name="dbclient")
+                 "-R", f"dropbear-host:80:127.0.0.1:{exporter.port}",
+                 "-R", f"{fixed}:127.0.0.1:{exporter.port}", "tunnel@127.0.0.1"], name="dbclient")
     named = mp.wait_until(lambda: t.connected("dropbear-host"), 10, what="dbclient named forward")
     mp.wait_until(lambda: t.connected("dropbear-fixed"), 10, what="dbclient numbered forward")
     assert named["fingerprint"] == fingerprint(key + ".pub")
@@ -32,7 +32,7 @@ def test_putty_plink_named_forward(procs, workdir, exporter):
     t.start()
     hostkey = fingerprint(t.host_keys + "/ssh_host_ed25519_key.pub")
     procs.start(["plink", "-batch", "-ssh", "-P", str(t.port), "-hostkey", hostkey, "-i", key + ".ppk", "-N",
-                 "-R", f"putty-host:80:localhost:{exporter.port}", "tunnel@127.0.0.1"], name="plink")
+                 "-R", f"putty-host:80:127.0.0.1:{exporter.port}", "tunnel@127.0.0.1"], name="plink")
     entry = mp.wait_until(lambda: t.connected("putty-host"), 10, what="plink forward")
     assert fetch(entry, "/bytes/150000") == body(150000)
     assert fetch(entry, "/bytes/5000000", timeout=60) == body(5000000)

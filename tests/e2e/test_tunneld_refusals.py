@@ -38,7 +38,7 @@ def refused_forward(t, key, spec):
 def test_unknown_key_is_refused(setup, workdir):
     t, *_ = setup
     stranger = keygen(workdir, "stranger")
-    r = t.ssh_run(stranger, "-N", "-R", "web:80:localhost:1")
+    r = t.ssh_run(stranger, "-N", "-R", "web:80:127.0.0.1:1")
     assert r.returncode == 255 and "Permission denied (publickey)" in r.stderr
     log = t.wait_log("reason=unknown_key")
     assert f"fingerprint={fingerprint(stranger + '.pub')}" in log
@@ -63,7 +63,7 @@ def test_only_publickey_is_offered_and_password_refused(setup, workdir):
 
 def test_from_mismatch_is_refused(setup):
     t, _, _, restricted, _ = setup
-    r = t.ssh_run(restricted, "-N", "-R", "open:80:localhost:1")
+    r = t.ssh_run(restricted, "-N", "-R", "open:80:127.0.0.1:1")
     assert r.returncode == 255 and "Permission denied" in r.stderr
     t.wait_log("reason=from_mismatch")
 
@@ -110,13 +110,13 @@ def test_local_and_dynamic_forwards_are_refused(setup, exporter):
 
 def test_port_outside_range_is_refused(setup):
     t, owner, *_ = setup
-    refused_forward(t, owner, "8080:localhost:9100")
+    refused_forward(t, owner, "8080:127.0.0.1:9100")
     t.wait_log("reason=port_range")
 
 
 def test_streamlocal_forward_is_refused(setup, workdir):
     t, owner, *_ = setup
-    r = t.ssh_run(owner, "-N", "-R", f"{workdir}/remote.sock:localhost:9100")
+    r = t.ssh_run(owner, "-N", "-R", f"{workdir}/remote.sock:127.0.0.1:9100")
     assert r.returncode == 255 and "forwarding failed" in r.stderr
 
 
@@ -124,17 +124,17 @@ def test_another_keys_target_is_a_logged_takeover_attempt(setup, workdir):
     t, owner, shared, *_ = setup
     intruder = keygen(workdir, "intruder")
     t.tunnelctl("add", "other", "--key-file", intruder + ".pub")
-    refused_forward(t, intruder, "web:80:localhost:9100")
+    refused_forward(t, intruder, "web:80:127.0.0.1:9100")
     log = t.wait_log("takeover attempt")
     assert f"fingerprint={fingerprint(intruder + '.pub')}" in log
     # The shared authorized_keys key may not take a bound target either.
-    refused_forward(t, shared, "web:80:localhost:9100")
+    refused_forward(t, shared, "web:80:127.0.0.1:9100")
     assert t.entry("web")["state"] == "disconnected"
 
 
 def test_undeclared_name_is_refused_without_allow_undeclared(setup):
     t, _, shared, *_ = setup
-    refused_forward(t, shared, "newhost:80:localhost:9100")
+    refused_forward(t, shared, "newhost:80:127.0.0.1:9100")
     t.wait_log("reason=undeclared")
     assert t.entry("newhost") is None
 
@@ -144,10 +144,10 @@ def test_user_flag_refuses_other_login_names(procs, workdir):
     key = keygen(workdir, "k")
     t.tunnelctl("add", "web", "--key-file", key + ".pub")
     t.start()
-    r = t.ssh_run(key, "-N", "-R", "web:80:localhost:1", user="root")
+    r = t.ssh_run(key, "-N", "-R", "web:80:127.0.0.1:1", user="root")
     assert r.returncode == 255 and "Permission denied" in r.stderr
     t.wait_log("reason=user")
-    t.ssh(key, "web:80:localhost:1", user="tunnel")
+    t.ssh(key, "web:80:127.0.0.1:1", user="tunnel")
     mp.wait_until(lambda: t.connected("web"), 10, what="web connected as tunnel")
 
 
@@ -173,7 +173,7 @@ def test_unauthenticated_connection_cap_and_recovery(procs, workdir, exporter):
             s.close()
     # The idle connections are gone: the counter came back down and a real client gets in.
     mp.wait_until(lambda: t.log().count("disconnect client=") >= 256, 20, what="idle connections closed")
-    t.ssh(key, f"web:80:localhost:{exporter.port}")
+    t.ssh(key, f"web:80:127.0.0.1:{exporter.port}")
     mp.wait_until(lambda: t.connected("web"), 10, what="normal client accepted after the storm")
 
 
@@ -195,6 +195,6 @@ def test_garbage_on_the_ssh_port_is_dropped_without_harm(procs, workdir, exporte
                 pass  # a reset is a fine answer to garbage
     mp.wait_until(lambda: t.log().count("disconnect client=") >= len(payloads), 10, what="garbage sessions closed")
     assert t.proc.poll() is None
-    t.ssh(key, f"web:80:localhost:{exporter.port}")
+    t.ssh(key, f"web:80:127.0.0.1:{exporter.port}")
     entry = mp.wait_until(lambda: t.connected("web"), 10, what="still serving")
     assert fetch(entry, "/bytes/10") == body(10)

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <cstdlib>
 #include <cstring>
 #include <chrono>
 #include <fstream>
@@ -185,6 +186,12 @@ int cmd_counters(Registry& reg, Args& args) {
     return kExitOk;
 }
 
+int cmd_init(Registry& reg, Args& args) {
+    if (!args.empty()) throw UsageError("init: unexpected argument \"" + args.peek() + "\"");
+    std::cout << "registry " << reg.dir() << " ready\n";
+    return kExitOk;
+}
+
 int cmd_label(Registry& reg, Args& args) {
     const std::string name = args.positional("NAME");
     std::vector<std::pair<std::string, std::string>> set;
@@ -299,6 +306,37 @@ std::size_t parse_map_size(const std::string& text) {
     return mib << 20;
 }
 
+struct Command {
+    const char* name;
+    int (*handler)(Registry&, Args&);
+    bool read_only;
+};
+
+const Command kCommands[] = {
+    {"init", cmd_init, false},   {"add", cmd_add, false},     {"rm", cmd_rm, false},
+    {"show", cmd_show, true},    {"ls", cmd_ls, true},        {"label", cmd_label, false},
+    {"key", cmd_key, false},     {"import-targets", cmd_import, false}, {"counters", cmd_counters, true},
+    {"invite", cmd_invite, false}, {"invites", cmd_invites, true},
+};
+
+// Neither --registry nor $MONITORING_PROXY_REGISTRY: the user may not know which registry this is.
+bool uses_default_registry(const GlobalOptions& global) {
+    const char* env = std::getenv(registry::kDirEnvVar);
+    return global.registry.empty() && !(env && *env);
+}
+
+// A read-only command on a missing registry says how to create one.
+Registry open_for(const Command& command, const registry::OpenOptions& options) {
+    try {
+        return Registry::open(options);
+    } catch (const registry::MissingRegistry& e) {
+        throw registry::MissingRegistry(std::string(e.what()) + ": `" + command.name + "` does not create one; " +
+                                        "create it with `tunnelctl --registry " + options.dir + " init` (or by " +
+                                        "starting tunneld on it), or name another with --registry DIR or $" +
+                                        registry::kDirEnvVar);
+    }
+}
+
 }  // namespace
 
 std::string Args::positional(const char* what) {
@@ -338,24 +376,23 @@ int run(int argc, char** argv) {
             }
         }
         if (command.empty()) throw UsageError("missing COMMAND");
-        using Handler = int (*)(Registry&, Args&);
-        static const std::pair<const char*, Handler> kCommands[] = {
-            {"add", cmd_add},     {"rm", cmd_rm},   {"show", cmd_show},           {"ls", cmd_ls},
-            {"label", cmd_label}, {"key", cmd_key}, {"import-targets", cmd_import}, {"counters", cmd_counters},
-            {"invite", cmd_invite}, {"invites", cmd_invites},
-        };
-        Handler handler = nullptr;
-        for (const auto& [n, h] : kCommands)
-            if (command == n) handler = h;
-        if (!handler) throw UsageError("unknown command \"" + command + "\"");
+        const Command* chosen = nullptr;
+        for (const auto& c : kCommands)
+            if (command == c.name) chosen = &c;
+        if (!chosen) throw UsageError("unknown command \"" + command + "\"");
 
         registry::OpenOptions options;
         options.dir = registry::resolve_dir(global.registry);
         options.group = global.group;
         options.map_size = global.map_size;
-        Registry reg = Registry::open(options);
+        options.read_only = chosen->read_only;  // so it never creates a registry nor touches its permissions
+        options.create = !chosen->read_only;
+        if (uses_default_registry(global))
+            std::cerr << "tunnelctl: using registry " << options.dir << " (the default; choose one with --registry "
+                      << "DIR or $" << registry::kDirEnvVar << ")\n";
+        Registry reg = open_for(*chosen, options);
         for (const auto& notice : reg.notices()) std::cerr << "tunnelctl: " << options.dir << ": " << notice << "\n";
-        return handler(reg, args);
+        return chosen->handler(reg, args);
     } catch (const UsageError& e) {
         std::cerr << "tunnelctl: " << e.what() << "\nTry 'tunnelctl --help'.\n";
         return kExitUsage;

@@ -5,9 +5,12 @@ namespace monitoring_proxy::tunnelctl {
 const char* const kUsage = R"(usage: tunnelctl [GLOBAL OPTIONS] COMMAND [ARGS]
 
 Manage the targets of a monitoring-proxy registry: which hosts may open tunnels, with which keys, and the labels
-Prometheus sees for them. Every change is one transaction: it happens entirely or not at all.
+Prometheus sees for them. Every change is one transaction: it happens entirely or not at all. show and ls only
+read: they never create a registry nor change its owner, group or modes; the other commands create a missing one.
 
 Commands:
+  init                  create the registry if it does not exist, and apply its permission policy (see
+                        --registry-group); changes no target
   add NAME [--port N] [--key PUBKEY | --key-file FILE]... [--label K=V]... [--path PREFIX]...
            [--metrics-path PATH]
                         declare a target. --port fixes its tunnel port (otherwise tunneld picks one);
@@ -44,15 +47,16 @@ Commands:
 
 Global options:
   --registry DIR        registry directory (default: $MONITORING_PROXY_REGISTRY, else
-                        /var/lib/monitoring-proxy/registry)
-  --registry-group NAME group of new registry files: the group nginx workers run as (default:
-                        $MONITORING_PROXY_REGISTRY_GROUP, else www-data)
+                        /var/lib/monitoring-proxy/registry, which tunnelctl then names on stderr)
+  --registry-group NAME the registry's group: the group nginx workers run as. Commands that change something
+                        give it to the registry's files (default: $MONITORING_PROXY_REGISTRY_GROUP, else the
+                        group an existing registry already has, else www-data)
   --map-size MIB        grow the registry's maximum size to MIB mebibytes (default 64; never shrinks)
   -h, --help            show this help
   --version             show the version
 
 Exit status: 0 success, 1 usage error, 2 refused change (unknown target, duplicate, invalid value),
-3 registry unusable (permissions, corruption, schema version).
+3 registry unusable (missing for show/ls, permissions, corruption, schema version).
 )";
 
 }  // namespace monitoring_proxy::tunnelctl

@@ -28,14 +28,23 @@ public:
     using std::runtime_error::runtime_error;
 };
 
+// No registry at the path, and the open may not create one (read-only, or create == false).
+class MissingRegistry : public RegistryError {
+public:
+    using RegistryError::RegistryError;
+};
+
 inline constexpr std::size_t kDefaultMapSize = std::size_t{64} << 20;
 
 struct OpenOptions {
     std::string dir = kDefaultDir;
-    bool create = true;          // create missing environments (with the permission policy)
+    // Create missing environments and apply the permission policy. Without it (and whenever read_only), open()
+    // creates no environment and changes no owner, group or mode; a missing DIR is MissingRegistry, a missing
+    // DIR/live means no live state.
+    bool create = true;
     bool read_only = false;      // open both environments MDB_RDONLY (still needs lock.mdb write access)
     std::size_t map_size = 0;    // 0: kDefaultMapSize or what the file already has, whichever is larger
-    std::string group;           // group for new files/dirs; empty: $MONITORING_PROXY_REGISTRY_GROUP or none
+    std::string group;           // the registry's group; empty: see resolve_group in permissions.hpp
     bool live = true;            // also open DIR/live
 };
 

@@ -220,7 +220,7 @@ class Stack:
     def start_tunneld(self, port_range):
         d = os.path.join(self.workdir, "tunneld-keys")
         os.makedirs(d, exist_ok=True)
-        self.tunnelctl("ls")  # creates the registry with the group nginx workers need
+        self.tunnelctl("init")  # creates the registry with the group nginx workers need
         self.tunneld_port = mp.free_port()
         self.tunneld = self.procs.start(
             [self.tunneld_bin, "--listen", f"127.0.0.1:{self.tunneld_port}", "--registry", self.registry,
