@@ -5,6 +5,8 @@
 //   mp-registry-fixture --registry DIR gone NAME        remove it
 //   mp-registry-fixture --registry DIR future NAME      rewrite target NAME's record as an unknown (newer)
 //                                                       record version, as a newer tunnelctl might write it
+//   mp-registry-fixture --registry DIR schema-1 -       make the declared environment look as schema version 1
+//                                                       wrote it (no fixed_ports index), to test migrate
 //
 // New files get the group from $MONITORING_PROXY_REGISTRY_GROUP (nginx workers must open lock.mdb).
 #include "monitoring_proxy/registry.hpp"
@@ -24,7 +26,8 @@ int usage() {
     std::fprintf(stderr,
                  "usage: mp-registry-fixture --registry DIR live NAME PORT\n"
                  "       mp-registry-fixture --registry DIR gone NAME\n"
-                 "       mp-registry-fixture --registry DIR future NAME\n");
+                 "       mp-registry-fixture --registry DIR future NAME\n"
+                 "       mp-registry-fixture --registry DIR schema-1 -\n");
     return 1;
 }
 
@@ -51,6 +54,17 @@ int main(int argc, char** argv) {
             std::string value(1, static_cast<char>(kRecordVersion + 100));
             value += "fields of a future version";
             txn.put(*targets, name, value);
+            txn.commit();
+            return 0;
+        }
+        if (command == "schema-1" && args.size() == 4) {
+            monitoring_proxy::lmdb::Env env(options.dir, 0, 0, 8, 0640);
+            monitoring_proxy::lmdb::Txn txn(env, 0);
+            auto meta = txn.open_db(kDbMeta, 0);
+            auto index = txn.open_db(kDbFixedPorts, 0);
+            if (!meta || !index) return usage();
+            monitoring_proxy::lmdb::check(mdb_drop(txn.get(), *index, 1), options.dir, "mdb_drop");
+            txn.put(*meta, kMetaSchemaVersion, std::string("\x01\0\0\0", 4));
             txn.commit();
             return 0;
         }

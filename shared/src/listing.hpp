@@ -11,8 +11,18 @@
 
 namespace monitoring_proxy::registry::detail {
 
-// Throws RegistryError unless the environment carries kSchemaVersion; writes it into a new, empty one.
-void check_schema(lmdb::Txn& txn, MDB_dbi meta, MDB_dbi any_data, bool writable, const std::string& path);
+// An environment written with another schema version.
+class SchemaMismatch : public RegistryError {
+public:
+    SchemaMismatch(const std::string& what, std::uint32_t stored) : RegistryError(what), stored(stored) {}
+    std::uint32_t stored;
+};
+
+// Returns the environment's schema version: kSchemaVersion (written into a new, empty one), or
+// kSchemaVersion - 1 when `accept_previous` (a migration's caller upgrades it). Throws SchemaMismatch otherwise.
+std::uint32_t check_schema(lmdb::Txn& txn, MDB_dbi meta, MDB_dbi any_data, bool writable, const std::string& path,
+                           bool accept_previous = false);
+void write_schema_version(lmdb::Txn& txn, MDB_dbi meta);
 
 // Adds every declared target / live tunnel to `by_name`.
 void collect_targets(lmdb::Txn& txn, MDB_dbi targets, std::map<std::string, SnapshotEntry>& by_name);

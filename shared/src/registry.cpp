@@ -75,6 +75,20 @@ lmdb::Env open_env(const std::string& path, const OpenOptions& o, unsigned extra
     return env;
 }
 
+// Does the live environment carry kSchemaVersion (or none yet)?
+bool live_schema_current(lmdb::Env& env, const std::string& path) {
+    lmdb::Txn txn(env, MDB_RDONLY);
+    auto meta = txn.open_db(kDbMeta);
+    auto tunnels = txn.open_db(kDbTunnels);
+    if (!meta || !tunnels) return true;
+    try {
+        detail::check_schema(txn, *meta, *tunnels, false, path);
+    } catch (const detail::SchemaMismatch&) {
+        return false;
+    }
+    return true;
+}
+
 bool corrupt_code(int code) {
     return code == MDB_INVALID || code == MDB_CORRUPTED || code == MDB_VERSION_MISMATCH || code == MDB_PAGE_NOTFOUND;
 }
@@ -85,6 +99,31 @@ std::vector<std::string> cursor_keys(lmdb::Txn& txn, MDB_dbi dbi) {
     MDB_val k{}, v{};
     for (bool ok = c.get(k, v, MDB_FIRST); ok; ok = c.get(k, v, MDB_NEXT_NODUP)) out.emplace_back(lmdb::to_view(k));
     return out;
+}
+
+// fixed_ports keys: big-endian, so a cursor walks them in port order.
+std::string port_key(std::uint16_t port) {
+    return std::string{static_cast<char>(port >> 8), static_cast<char>(port & 0xff)};
+}
+
+std::uint16_t port_of_key(std::string_view key) {
+    if (key.size() != 2) throw DecodeError("fixed_ports key: " + std::to_string(key.size()) + " bytes, expected 2");
+    return static_cast<std::uint16_t>((static_cast<unsigned char>(key[0]) << 8) | static_cast<unsigned char>(key[1]));
+}
+
+// Schema 1 -> 2: the fixed_ports index, built from the targets in the transaction that raises the version.
+void build_fixed_port_index(lmdb::Txn& txn, MDB_dbi targets, MDB_dbi fixed_ports, const std::string& dir) {
+    lmdb::Cursor c(txn, targets);
+    MDB_val k{}, v{};
+    for (bool ok = c.get(k, v, MDB_FIRST); ok; ok = c.get(k, v, MDB_NEXT)) {
+        const std::uint16_t port = decode_target(lmdb::to_view(v)).fixed_port;
+        if (port == 0) continue;
+        const std::string name(lmdb::to_view(k));
+        if (auto holder = txn.get(fixed_ports, port_key(port)); holder && *holder != name)
+            throw RegistryError("registry " + dir + ": targets \"" + std::string(*holder) + "\" and \"" + name +
+                                "\" both have fixed port " + std::to_string(port) + "; give one another port first");
+        txn.put(fixed_ports, port_key(port), name);
+    }
 }
 
 // Normalises and validates a record before it is stored: sorted, unique, every rule checked.
@@ -146,18 +185,32 @@ std::optional<TargetRecord> DeclaredTxn::get(std::string_view name) {
 void DeclaredTxn::put(std::string_view name, const TargetRecord& record) {
     TargetRecord r = record;
     normalise(name, r);
-    if (auto old = get(name))
+    if (r.fixed_port != 0) {
+        if (auto holder = target_with_fixed_port(r.fixed_port); holder && *holder != name)
+            throw RefusedChange("port " + std::to_string(r.fixed_port) + " is already the port of target \"" +
+                                *holder + "\"");
+    }
+    if (auto old = get(name)) {
         for (const auto& fp : old->key_fingerprints) txn_.del(key_targets_, fp, &name);
+        if (old->fixed_port != 0) txn_.del(fixed_ports_, port_key(old->fixed_port));
+    }
     txn_.put(targets_, name, encode(r));
     for (const auto& fp : r.key_fingerprints) txn_.put(key_targets_, fp, name);
+    if (r.fixed_port != 0) txn_.put(fixed_ports_, port_key(r.fixed_port), name);
 }
 
 bool DeclaredTxn::remove(std::string_view name) {
     auto old = get(name);
     if (!old) return false;
     for (const auto& fp : old->key_fingerprints) txn_.del(key_targets_, fp, &name);
+    if (old->fixed_port != 0) txn_.del(fixed_ports_, port_key(old->fixed_port));
     txn_.del(targets_, name);
     return true;
+}
+
+std::optional<std::string> DeclaredTxn::target_with_fixed_port(std::uint16_t port) {
+    auto v = txn_.get(fixed_ports_, port_key(port));
+    return v ? std::optional<std::string>(*v) : std::nullopt;
 }
 
 std::vector<std::string> DeclaredTxn::names() { return cursor_keys(txn_, targets_); }
@@ -246,8 +299,14 @@ Registry Registry::open(const OpenOptions& o) {
         if (!meta || !targets || !keys)
             throw RegistryError("registry " + o.dir + " is empty or not a monitoring-proxy registry; create it with "
                                 "tunnelctl or tunneld");
-        detail::check_schema(txn, *meta, *targets, writable, o.dir);
-        reg.meta_ = *meta, reg.targets_ = *targets, reg.key_targets_ = *keys;
+        reg.opened_version_ = detail::check_schema(txn, *meta, *targets, writable, o.dir, o.migrate && writable);
+        auto fixed_ports = txn.open_db(kDbFixedPorts, create);
+        if (!fixed_ports) throw RegistryError("registry " + o.dir + " has no fixed_ports index (schema version 2)");
+        if (reg.opened_version_ != kSchemaVersion) {
+            build_fixed_port_index(txn, *targets, *fixed_ports, o.dir);
+            detail::write_schema_version(txn, *meta);
+        }
+        reg.meta_ = *meta, reg.targets_ = *targets, reg.key_targets_ = *keys, reg.fixed_ports_ = *fixed_ports;
         txn.commit();
     }
     if (manage) apply_policy(o.dir, group);
@@ -262,6 +321,14 @@ Registry Registry::open(const OpenOptions& o) {
             ::unlink((live_dir + "/" + lmdb::kDataFile).c_str());
             ::unlink((live_dir + "/" + lmdb::kLockFile).c_str());
             reg.notices_.push_back(std::string("live state was unreadable (") + e.what() + "); recreated it empty");
+            reg.live_ = open_env(live_dir, o, MDB_NOSYNC);
+        }
+        if (o.recreate_other_live && writable && !live_schema_current(reg.live_, live_dir)) {
+            // Connections of another build: meaningless to this one, and tunneld's own are about to exist.
+            reg.live_ = lmdb::Env();
+            ::unlink((live_dir + "/" + lmdb::kDataFile).c_str());
+            ::unlink((live_dir + "/" + lmdb::kLockFile).c_str());
+            reg.notices_.push_back("live state had another schema version; recreated it empty");
             reg.live_ = open_env(live_dir, o, MDB_NOSYNC);
         }
         lmdb::Txn txn(reg.live_, o.read_only ? MDB_RDONLY : 0);
@@ -284,7 +351,7 @@ Registry Registry::open(const OpenOptions& o) {
 
 void Registry::update_declared(const std::function<void(DeclaredTxn&)>& fn) {
     lmdb::Txn txn(declared_, 0);
-    DeclaredTxn d(txn, targets_, key_targets_, invites_.value_or(0));
+    DeclaredTxn d(txn, targets_, key_targets_, fixed_ports_, invites_.value_or(0));
     fn(d);
     txn.commit();
 }
@@ -306,7 +373,7 @@ std::optional<TargetRecord> Registry::get_target(std::string_view name) {
 
 std::vector<std::string> Registry::targets_for_key(std::string_view fingerprint) {
     lmdb::Txn txn(declared_, MDB_RDONLY);
-    return DeclaredTxn(txn, targets_, key_targets_, invites_.value_or(0)).targets_for_key(fingerprint);
+    return DeclaredTxn(txn, targets_, key_targets_, fixed_ports_, invites_.value_or(0)).targets_for_key(fingerprint);
 }
 
 std::optional<TunnelRecord> Registry::get_tunnel(std::string_view name) {
@@ -333,12 +400,10 @@ std::vector<SnapshotEntry> Registry::snapshot() {
 std::map<std::uint16_t, std::string> Registry::fixed_ports() {
     std::map<std::uint16_t, std::string> out;
     lmdb::Txn txn(declared_, MDB_RDONLY);
-    lmdb::Cursor c(txn, targets_);
+    lmdb::Cursor c(txn, fixed_ports_);
     MDB_val k{}, v{};
-    for (bool ok = c.get(k, v, MDB_FIRST); ok; ok = c.get(k, v, MDB_NEXT)) {
-        const std::uint16_t port = decode_target(lmdb::to_view(v)).fixed_port;
-        if (port != 0) out.emplace(port, std::string(lmdb::to_view(k)));
-    }
+    for (bool ok = c.get(k, v, MDB_FIRST); ok; ok = c.get(k, v, MDB_NEXT))
+        out.emplace(port_of_key(lmdb::to_view(k)), std::string(lmdb::to_view(v)));
     return out;
 }
 
@@ -409,27 +474,35 @@ std::vector<std::string> Registry::sweep_dead_instances() {
 
 namespace detail {
 
-void check_schema(lmdb::Txn& txn, MDB_dbi meta, MDB_dbi any_data, bool writable, const std::string& path) {
+void write_schema_version(lmdb::Txn& txn, MDB_dbi meta) {
+    std::string v(4, '\0');
+    for (int i = 0; i < 4; ++i) v[i] = static_cast<char>((kSchemaVersion >> (8 * i)) & 0xff);
+    txn.put(meta, kMetaSchemaVersion, v);
+}
+
+std::uint32_t check_schema(lmdb::Txn& txn, MDB_dbi meta, MDB_dbi any_data, bool writable, const std::string& path,
+                           bool accept_previous) {
     auto stored = txn.get(meta, kMetaSchemaVersion);
     if (!stored) {
         MDB_stat st{};
         lmdb::check(mdb_stat(txn.get(), any_data, &st), path, "mdb_stat");
         if (st.ms_entries != 0)
             throw RegistryError("registry " + path + " has data but no schema version: not written by monitoring-proxy");
-        if (writable) {
-            std::string v(4, '\0');
-            for (int i = 0; i < 4; ++i) v[i] = static_cast<char>((kSchemaVersion >> (8 * i)) & 0xff);
-            txn.put(meta, kMetaSchemaVersion, v);
-        }
-        return;
+        if (writable) write_schema_version(txn, meta);
+        return kSchemaVersion;
     }
     if (stored->size() != 4) throw RegistryError("registry " + path + " has a malformed schema version record");
     std::uint32_t version = 0;
     for (int i = 0; i < 4; ++i) version |= static_cast<std::uint32_t>(static_cast<unsigned char>((*stored)[i])) << (8 * i);
-    if (version != kSchemaVersion)
-        throw RegistryError("registry " + path + " has schema version " + std::to_string(version) +
-                            ", but this build of monitoring-proxy uses schema version " +
-                            std::to_string(kSchemaVersion) + "; use a matching build or a new registry directory");
+    if (version == kSchemaVersion || (accept_previous && version + 1 == kSchemaVersion)) return version;
+    std::string what = "registry " + path + " has schema version " + std::to_string(version) +
+                       ", but this build of monitoring-proxy uses schema version " + std::to_string(kSchemaVersion);
+    if (version + 1 == kSchemaVersion)
+        what += "; upgrade it once, keeping every target, key and label, with `tunnelctl --registry " + path +
+                " migrate`";
+    else
+        what += "; use a matching build or a new registry directory";
+    throw SchemaMismatch(what, version);
 }
 
 void collect_targets(lmdb::Txn& txn, MDB_dbi targets, std::map<std::string, SnapshotEntry>& by_name) {

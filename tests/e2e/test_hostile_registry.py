@@ -71,8 +71,8 @@ def assert_declared_intact(registry):
 
 def test_incompatible_schema_version_is_refused_and_nothing_is_lost(stack, scraping, broken, procs, workdir):
     set_schema_version(broken.path, 99)
-    assert_everyone_refuses_clearly(stack, broken, procs, workdir, ["schema version 99", "schema version 1"])
-    set_schema_version(broken.path, 1)
+    assert_everyone_refuses_clearly(stack, broken, procs, workdir, ["schema version 99", "schema version 2"])
+    set_schema_version(broken.path, 2)  # this build's version again
     assert_declared_intact(broken)
 
 

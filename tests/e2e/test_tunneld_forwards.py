@@ -184,3 +184,30 @@ def test_slow_reader_gets_every_byte_after_the_exporter_closed(tunneld, workdir,
         while data := s.recv(65536):
             response += data
     assert response.split(b"\r\n\r\n", 1)[1] == body(size)
+
+
+def test_a_schema_1_registry_is_refused_until_migrated_then_served(tunneld, workdir, exporter):
+    """A registry of the previous schema version (no fixed-port index): tunneld refuses to start and names the
+    one command that upgrades it; `tunnelctl migrate` keeps the target, and its numbered forward is served."""
+    key = keygen(workdir, "db1")
+    fixed = tunneld.port_range[0] + 5
+    tunneld.tunnelctl("add", "db1", "--port", str(fixed), "--key-file", key + ".pub", "--label", "env=prod")
+    subprocess.run([mp.program("mp-registry-fixture"), "--registry", tunneld.registry, "schema-1", "-"], check=True)
+
+    refused = subprocess.run([mp.program("tunneld"), "--listen", f"127.0.0.1:{mp.free_port()}", "--registry",
+                              tunneld.registry, "--host-key-dir", tunneld.host_keys], capture_output=True, text=True,
+                             timeout=20)
+    assert refused.returncode == 2, refused
+    assert "schema version 1" in refused.stderr and f"tunnelctl --registry {tunneld.registry} migrate" in refused.stderr
+    assert tunneld.tunnelctl("ls", check=False).returncode == 3
+
+    out = tunneld.tunnelctl("migrate").stdout
+    assert "upgraded from schema version 1 to 2" in out, out
+    assert "already has schema version 2" in tunneld.tunnelctl("migrate").stdout  # running it again: no change
+    entry = tunneld.entry("db1")
+    assert entry["fixed_port"] == fixed and entry["labels"] == {"env": "prod"}, entry
+
+    tunneld.start()
+    tunneld.ssh(key, f"{fixed}:127.0.0.1:{exporter.port}")
+    mp.wait_until(lambda: tunneld.connected("db1"), 10, what="db1 connected through its fixed port")
+    assert fetch(fixed, "/bytes/100") == body(100)

@@ -168,8 +168,118 @@ TEST_CASE("an incompatible schema version is refused with both versions named", 
     { auto reg = Registry::open(options_for(d)); }
     poke_meta(d.sub("reg"), kMetaSchemaVersion, std::string("\x07\0\0\0", 4));
     CHECK_THROWS_WITH(Registry::open(options_for(d)),
-                      Catch::Contains("schema version 7") && Catch::Contains("uses schema version 1"));
+                      Catch::Contains("schema version 7") &&
+                          Catch::Contains("uses schema version " + std::to_string(kSchemaVersion)));
     CHECK_THROWS_WITH(Reader(d.sub("reg")), Catch::Contains("schema version 7"));
+}
+
+namespace {
+// What a registry of schema version 1 looked like: the same databases, no fixed_ports index.
+void downgrade_to_version_1(const std::string& env_dir) {
+    MDB_env* env;
+    mdb_env_create(&env);
+    mdb_env_set_maxdbs(env, 8);
+    REQUIRE(mdb_env_open(env, env_dir.c_str(), 0, 0640) == 0);
+    MDB_txn* txn;
+    mdb_txn_begin(env, nullptr, 0, &txn);
+    MDB_dbi index;
+    REQUIRE(mdb_dbi_open(txn, kDbFixedPorts, 0, &index) == 0);
+    REQUIRE(mdb_drop(txn, index, 1) == 0);
+    REQUIRE(mdb_txn_commit(txn) == 0);
+    mdb_env_close(env);
+    poke_meta(env_dir, kMetaSchemaVersion, std::string("\x01\0\0\0", 4));
+}
+
+OpenOptions migrating(const TempDir& d) {
+    OpenOptions o = options_for(d);
+    o.create = false;
+    o.migrate = true;
+    return o;
+}
+}  // namespace
+
+TEST_CASE("a version-1 registry is refused with the one command that upgrades it", "[registry][migrate]") {
+    TempDir d;
+    { auto reg = Registry::open(options_for(d)); put_target(reg, "db", target(20001)); }
+    downgrade_to_version_1(d.sub("reg"));
+    const std::string command = "tunnelctl --registry " + d.sub("reg") + " migrate";
+    // (Catch's combined matchers hold references to their parts: built where they are used.)
+    CHECK_THROWS_WITH(Registry::open(options_for(d)), Catch::Contains("schema version 1") && Catch::Contains(command));
+    CHECK_THROWS_WITH(Reader(d.sub("reg")), Catch::Contains("schema version 1") && Catch::Contains(command));
+}
+
+TEST_CASE("migrate builds the fixed-port index and keeps every target", "[registry][migrate]") {
+    TempDir d;
+    {
+        auto reg = Registry::open(options_for(d));
+        put_target(reg, "db", target(20001));
+        put_target(reg, "web", target(0));
+        put_target(reg, "cache", target(20007));
+    }
+    downgrade_to_version_1(d.sub("reg"));
+    {
+        auto reg = Registry::open(migrating(d));
+        CHECK(reg.opened_version() == 1);
+        CHECK(reg.fixed_ports() == std::map<std::uint16_t, std::string>{{20001, "db"}, {20007, "cache"}});
+    }
+    auto reg = Registry::open(options_for(d));  // an ordinary open now
+    CHECK(reg.opened_version() == kSchemaVersion);
+    CHECK(reg.snapshot().size() == 3);
+    CHECK(reg.get_target("cache")->fixed_port == 20007);
+    // Running it again changes nothing.
+    OpenOptions again = migrating(d);
+    CHECK(Registry::open(again).opened_version() == kSchemaVersion);
+}
+
+TEST_CASE("a version-1 registry with one fixed port on two targets is not migrated half-way", "[registry][migrate]") {
+    TempDir d;
+    {
+        auto reg = Registry::open(options_for(d));
+        put_target(reg, "a", target(20001));
+        put_target(reg, "b", target(20002));
+    }
+    downgrade_to_version_1(d.sub("reg"));
+    {  // b takes a's port the way only a registry edited by hand could
+        MDB_env* env;
+        mdb_env_create(&env);
+        mdb_env_set_maxdbs(env, 8);
+        REQUIRE(mdb_env_open(env, d.sub("reg").c_str(), 0, 0640) == 0);
+        MDB_txn* txn;
+        mdb_txn_begin(env, nullptr, 0, &txn);
+        MDB_dbi targets;
+        mdb_dbi_open(txn, kDbTargets, 0, &targets);
+        const std::string value = encode(target(20001));
+        MDB_val k{1, const_cast<char*>("b")}, v{value.size(), const_cast<char*>(value.data())};
+        REQUIRE(mdb_put(txn, targets, &k, &v, 0) == 0);
+        REQUIRE(mdb_txn_commit(txn) == 0);
+        mdb_env_close(env);
+    }
+    CHECK_THROWS_WITH(Registry::open(migrating(d)), Catch::Contains("\"a\" and \"b\" both have fixed port 20001"));
+    CHECK_THROWS_WITH(Registry::open(options_for(d)), Catch::Contains("schema version 1"));  // still version 1
+}
+
+TEST_CASE("the fixed-port index follows every change and refuses a second target on a port", "[registry][migrate]") {
+    TempDir d;
+    auto reg = Registry::open(options_for(d));
+    put_target(reg, "a", target(20001));
+    CHECK_THROWS_WITH(put_target(reg, "b", target(20001)), Catch::Contains("already the port of target \"a\""));
+    put_target(reg, "a", target(20002));  // a moves: 20001 is free again
+    put_target(reg, "b", target(20001));
+    CHECK(reg.fixed_ports() == std::map<std::uint16_t, std::string>{{20001, "b"}, {20002, "a"}});
+    reg.update_declared([](DeclaredTxn& t) { t.remove("a"); });
+    CHECK(reg.fixed_ports() == std::map<std::uint16_t, std::string>{{20001, "b"}});
+}
+
+TEST_CASE("tunneld recreates live state of another schema version; others are told", "[registry][migrate]") {
+    TempDir d;
+    { auto reg = Registry::open(options_for(d)); }
+    poke_meta(d.sub("reg/live"), kMetaSchemaVersion, std::string("\x01\0\0\0", 4));
+    CHECK_THROWS_WITH(Registry::open(options_for(d)), Catch::Contains("schema version 1"));
+    OpenOptions tunneld = options_for(d);
+    tunneld.recreate_other_live = true;
+    auto reg = Registry::open(tunneld);
+    REQUIRE(reg.notices().size() == 1);
+    CHECK_THAT(reg.notices()[0], Catch::Contains("another schema version"));
 }
 
 TEST_CASE("a full map is a clear error and leaves the committed state intact", "[registry]") {

@@ -16,6 +16,7 @@
 #include "log.hpp"
 #include "monitoring_proxy/address.hpp"
 #include "wire_port.hpp"
+#include "forward_reservation.hpp"
 #include "worker.hpp"
 
 namespace tunneld {
@@ -33,26 +34,20 @@ constexpr int kListenBacklog = 128;
 // Binds and listens on address:port (host byte order). `share` sets SO_REUSEPORT, for the 127.0.0.1 listener of
 // a fixed port only: a takeover binds it while the old session's listener is still open in another worker (it
 // is closed right after). A forward's own address is never shared.
-int bind_listener(std::uint32_t address, std::uint16_t port, bool share, int& err) {
+int bind_listener(std::uint32_t address, std::uint16_t port, bool share) {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        err = errno;
-        return -1;
-    }
+    if (fd < 0) return -1;
     int one = 1;
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
-        (share && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0)) {
-        err = errno;
-        close(fd);
-        return -1;
-    }
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
     addr.sin_port = htons(port);
     addr.sin_addr.s_addr = htonl(address);
-    if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || listen(fd, kListenBacklog) != 0) {
-        err = errno;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+        (share && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) ||
+        ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || listen(fd, kListenBacklog) != 0) {
+        const int err = errno;
         close(fd);
+        errno = err;
         return -1;
     }
     return fd;
@@ -72,194 +67,127 @@ std::string requested_text(const std::string& address, std::uint32_t port) {
 
 }  // namespace
 
-int Worker::handle_tcpip_forward(Session& s, ssh_message msg) {
-    using monitoring_proxy::registry::DeclaredTxn;
-    using monitoring_proxy::registry::LiveTxn;
-    using monitoring_proxy::registry::Origin;
-    using monitoring_proxy::registry::TargetRecord;
-    using monitoring_proxy::registry::TunnelRecord;
+int Worker::refuse_forward(Session& s, const ForwardRequest& request, const std::string& reason,
+                           const std::string& why) {
+    ctx_.counters.add(Counter::kForwardsRefused, reason);
+    log_line("forward refused client=" + s.client + " fingerprint=" + s.fingerprint +
+             " requested=" + requested_text(request.bind_address, request.bind_port) + " reason=" + reason +
+             " detail=" + log_quote(why));
+    return 1;  // SSH_MSG_REQUEST_FAILURE: "remote port forwarding failed for listen port ..."
+}
 
-    const char* addr_c = ssh_message_global_request_address(msg);
-    ForwardRequest request{addr_c ? addr_c : "", requested_port(msg)};
-    auto refuse = [&](const std::string& reason, const std::string& why) {
-        ctx_.counters.add(Counter::kForwardsRefused, reason);
-        log_line("forward refused client=" + s.client + " fingerprint=" + s.fingerprint +
-                 " requested=" + requested_text(request.bind_address, request.bind_port) + " reason=" + reason +
-                 " detail=" + log_quote(why));
-        return 1;  // SSH_MSG_REQUEST_FAILURE: "remote port forwarding failed for listen port ..."
-    };
-
-    // 1. Validate.
-    if (request.bind_address.size() > 255) return refuse("invalid", "bind address longer than 255 bytes");
-    if (request.bind_port > 65535) return refuse("invalid", "port " + std::to_string(request.bind_port) + " > 65535");
-    if (s.live_forwards() >= kMaxForwardsPerSession) {
-        return refuse("too_many", "at most " + std::to_string(kMaxForwardsPerSession) + " forwards per session");
-    }
-
-    // 2. Permission, against the registry as it is now (targets may have been bound since authentication).
+// Permission, against the registry as it is now (targets may have been bound since authentication). Also
+// returns every declared fixed port: those are never handed to another target.
+ForwardDecision Worker::decide(Session& s, const ForwardRequest& request,
+                               std::map<std::uint16_t, std::string>& fixed_ports) {
     KeyGrant grant = s.grant;
-    PolicyConfig config{ctx_.options.port_range, ctx_.options.allow_undeclared};
-    ForwardDecision decision;
-    std::map<std::uint16_t, std::string> fixed_ports;  // never handed to another target
-    try {
-        decision = ctx_.registry.with([&](auto& reg) {
-            grant.bound_targets = reg.targets_for_key(grant.fingerprint);
-            fixed_ports = reg.fixed_ports();
-            TargetLookup lookup = [&](std::string_view name) { return reg.get_target(name); };
-            FixedPortLookup by_port = [&](std::uint16_t port) -> std::optional<std::string> {
-                auto it = fixed_ports.find(port);
-                return it == fixed_ports.end() ? std::nullopt : std::optional<std::string>(it->second);
-            };
-            return decide_forward(request, grant, config, lookup, by_port);
-        });
-    } catch (const std::exception& e) {
-        return refuse("registry_error", e.what());
-    }
-    if (!decision.allowed) {
-        if (decision.takeover_attempt) {
-            ctx_.counters.add(Counter::kTakeoverAttempts);
-            log_line("takeover attempt client=" + s.client + " fingerprint=" + s.fingerprint +
-                     " requested=" + requested_text(request.bind_address, request.bind_port) +
-                     " detail=" + log_quote(decision.message));
-        }
-        return refuse(decision.reason, decision.message);
+    const PolicyConfig config{ctx_.options.port_range, ctx_.options.allow_undeclared};
+    ForwardDecision decision = ctx_.registry.with([&](auto& reg) {
+        grant.bound_targets = reg.targets_for_key(grant.fingerprint);
+        fixed_ports = reg.fixed_ports();
+        TargetLookup lookup = [&](std::string_view name) { return reg.get_target(name); };
+        FixedPortLookup by_port = [&](std::uint16_t port) -> std::optional<std::string> {
+            auto it = fixed_ports.find(port);
+            return it == fixed_ports.end() ? std::nullopt : std::optional<std::string>(it->second);
+        };
+        return decide_forward(request, grant, config, lookup, by_port);
+    });
+    if (!decision.allowed && decision.takeover_attempt) {
+        ctx_.counters.add(Counter::kTakeoverAttempts);
+        log_line("takeover attempt client=" + s.client + " fingerprint=" + s.fingerprint +
+                 " requested=" + requested_text(request.bind_address, request.bind_port) +
+                 " detail=" + log_quote(decision.message));
     }
     for (const auto& f : s.forwards) {
-        if (!f->dead && f->target == decision.target) {
-            return refuse("duplicate", "this session already forwards target \"" + decision.target + "\"");
+        if (decision.allowed && !f->dead && f->target == decision.target) {
+            decision.allowed = false;
+            decision.reason = "duplicate";
+            decision.message = "this session already forwards target \"" + decision.target + "\"";
         }
     }
+    return decision;
+}
 
-    // 3 + 4. Bind and record, atomically with respect to other workers.
+// One place, in the design's order: validate, check permission, bind, record, reply.
+int Worker::handle_tcpip_forward(Session& s, ssh_message msg) {
+    const char* addr_c = ssh_message_global_request_address(msg);
+    const ForwardRequest request{addr_c ? addr_c : "", requested_port(msg)};
+
+    // 1. Validate.
+    if (request.bind_address.size() > 255) return refuse_forward(s, request, "invalid", "bind address longer than 255 bytes");
+    if (request.bind_port > 65535)
+        return refuse_forward(s, request, "invalid", "port " + std::to_string(request.bind_port) + " > 65535");
+    if (s.live_forwards() >= kMaxForwardsPerSession)
+        return refuse_forward(s, request, "too_many",
+                              "at most " + std::to_string(kMaxForwardsPerSession) + " forwards per session");
+
+    // 2. Permission.
+    std::map<std::uint16_t, std::string> fixed_ports;
+    ForwardDecision decision;
+    try {
+        decision = decide(s, request, fixed_ports);
+    } catch (const std::exception& e) {
+        return refuse_forward(s, request, "registry_error", e.what());
+    }
+    if (!decision.allowed) return refuse_forward(s, request, decision.reason, decision.message);
+
+    // 3 + 4. Reserve, bind, watch, record; anything that fails is given back by the reservation.
     auto forward = std::make_unique<Forward>();
     forward->id = next_object_id();
     forward->session = &s;
     forward->target = decision.target;
     forward->requested_address = request.bind_address;
     forward->requested_port = request.bind_port;
-    std::optional<TunnelOwner> previous;
-    std::string failure;
-    std::string refusal = "bind_failed";
-    {
-        std::lock_guard lock(ctx_.tunnels_mu);
-        auto current = ctx_.tunnels.find(decision.target);
-        if (current != ctx_.tunnels.end()) previous = current->second;
-        auto address = ctx_.addresses.next([&](std::uint32_t a) {
-            for (const auto& [name, owner] : ctx_.tunnels)
-                if (owner.address == a) return true;
-            return false;
-        });
-        auto in_use = [&](std::uint16_t port) {
-            for (const auto& [name, owner] : ctx_.tunnels) {
-                if (owner.port == port && name != decision.target) return true;
-            }
-            // A declared fixed port belongs to its target, connected or not.
-            auto fixed = fixed_ports.find(port);
-            return fixed != fixed_ports.end() && fixed->second != decision.target;
-        };
-        int err = 0;
-        auto try_bind = [&](std::uint16_t port) {
-            forward->listen_fd = bind_listener(*address, port, false, err);
-            return forward->listen_fd >= 0;
-        };
-        std::optional<std::uint16_t> port;
-        if (!address) {
-            failure = "no free loopback address";
-        } else if (decision.fixed_port != 0) {
-            if (in_use(decision.fixed_port)) {
-                failure = "port " + std::to_string(decision.fixed_port) + " is used by another tunnel";
-            } else if (!try_bind(decision.fixed_port)) {
-                failure = "cannot listen on " + endpoint_text(*address, decision.fixed_port) + ": " +
-                          std::strerror(err);
-            } else if ((forward->fixed_fd = bind_listener(monitoring_proxy::registry::kLoopbackAddress,
-                                                          decision.fixed_port, true, err)) < 0) {
-                failure =
-                    "cannot listen on 127.0.0.1:" + std::to_string(decision.fixed_port) + ": " + std::strerror(err);
-            } else {
-                port = decision.fixed_port;
-            }
-        } else {
-            std::optional<std::uint16_t> preferred;
-            if (previous)
-                preferred = previous->port;
-            else if (auto it = ctx_.last_port.find(decision.target); it != ctx_.last_port.end())
-                preferred = it->second;
-            port = ctx_.allocator.allocate(in_use, try_bind, preferred);
-            if (!port) failure = "no free port in --port-range";
-        }
-        if (port && !watch_listeners(*forward, failure)) port.reset();
-        if (port) {
-            forward->address = *address;
-            forward->port = *port;
-            TunnelRecord record{*port, ctx_.instance_id, now_unix_ms(), s.client, s.fingerprint, *address};
-            try {
-                ctx_.registry.with([&](auto& reg) {
-                    if (decision.self_register) {
-                        reg.update_declared([&](DeclaredTxn& txn) {
-                            if (txn.get(decision.target)) return;  // declared meanwhile: keep the operator's record
-                            TargetRecord target;
-                            target.created_unix = now_unix_ms() / 1000;
-                            target.origin = Origin::kSelfRegistered;
-                            target.key_fingerprints = {s.fingerprint};
-                            txn.put(decision.target, target);
-                        });
-                    }
-                    reg.update_live([&](LiveTxn& txn) { txn.put_tunnel(decision.target, record); });
-                    return 0;
-                });
-                ctx_.tunnels[decision.target] =
-                    TunnelOwner{this, s.id, forward->id, *address, *port, s.client};
-                ctx_.last_port[decision.target] = *port;
-            } catch (const std::exception& e) {
-                failure = std::string("registry: ") + e.what();
-                refusal = "registry_error";
-                port.reset();
-            }
-        }
-        if (!port) close_listeners(*forward);
-    }
-    if (forward->listen_fd < 0) return refuse(refusal, failure);
-
+    ForwardReservation reservation(
+        ctx_.tunnels, {decision.target, forward->id, decision.fixed_port, s.client, s.fingerprint, decision.self_register});
+    const bool ok = reservation.bind(fixed_ports, &bind_listener) &&
+                    reservation.watch([&](int fd, std::string& why) { return watch_listener(*forward, fd, why); }) &&
+                    reservation.record(ctx_.registry, ctx_.instance_id, now_unix_ms(),
+                                       TunnelOwner{this, s.id, forward->id, reservation.claim().address,
+                                                   reservation.claim().port, s.client});
+    if (!ok) return refuse_forward(s, request, reservation.refusal(), reservation.failure());
+    reservation.take_listeners(forward->listen_fd, forward->fixed_fd);
+    forward->address = reservation.claim().address;
+    forward->port = reservation.claim().port;
     forward->channel_port = request.bind_port != 0 ? request.bind_port : forward->port;
 
     // 5. Reply (with the port when the client asked for port 0: it prints "Allocated port ...").
     ssh_message_global_request_reply_success(msg, forward->port);
+    announce_forward(s, request, decision, *forward, reservation.previous());
+    s.forwards.push_back(std::move(forward));
+    return 0;
+}
+
+void Worker::announce_forward(Session& s, const ForwardRequest& request, const ForwardDecision& decision,
+                              const Forward& forward, const std::optional<TunnelOwner>& previous) {
     if (decision.self_register) {
         log_line("target self-registered target=" + decision.target + " fingerprint=" + s.fingerprint +
                  " client=" + s.client);
     }
     log_line("forward added client=" + s.client + " fingerprint=" + s.fingerprint + " target=" + decision.target +
-             " port=" + std::to_string(forward->port) + " address=" + ipv4_text(forward->address) +
+             " port=" + std::to_string(forward.port) + " address=" + ipv4_text(forward.address) +
              " requested=" + requested_text(request.bind_address, request.bind_port));
     ctx_.counters.add(Counter::kForwards);
-    if (previous) {
-        // Newest session wins: the old forward goes at once, its session too if nothing else remains.
-        ctx_.counters.add(Counter::kTakeovers, decision.target);
-        log_line("takeover client=" + s.client + " fingerprint=" + s.fingerprint + " target=" + decision.target +
-                 " port=" + std::to_string(forward->port) + " previous_client=" + previous->client);
-        Mail cancel{Mail::Type::kCancelForward};
-        cancel.session_id = previous->session_id;
-        cancel.forward_id = previous->forward_id;
-        cancel.reason = "takeover";
-        previous->worker->post(std::move(cancel));
-    }
-    s.forwards.push_back(std::move(forward));
-    return 0;
+    if (!previous) return;
+    // Newest session wins: the old forward goes at once, its session too if nothing else remains.
+    ctx_.counters.add(Counter::kTakeovers, decision.target);
+    log_line("takeover client=" + s.client + " fingerprint=" + s.fingerprint + " target=" + decision.target +
+             " port=" + std::to_string(forward.port) + " previous_client=" + previous->client);
+    Mail cancel{Mail::Type::kCancelForward};
+    cancel.session_id = previous->session_id;
+    cancel.forward_id = previous->forward_id;
+    cancel.reason = "takeover";
+    previous->worker->post(std::move(cancel));
 }
 
 // Watched before the forward is recorded: a recorded listener nothing accepts on would only ever time out.
-bool Worker::watch_listeners(Forward& f, std::string& failure) {
-    for (int fd : {f.listen_fd, f.fixed_fd}) {
-        if (fd < 0) continue;
-        epoll_event ev{};
-        ev.events = EPOLLIN;
-        ev.data.ptr = static_cast<Pollable*>(&f);
-        if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
-            failure = std::string("cannot watch the listener: ") + std::strerror(errno);
-            return false;
-        }
-    }
-    return true;
+bool Worker::watch_listener(Forward& f, int fd, std::string& failure) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.ptr = static_cast<Pollable*>(&f);
+    if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) == 0) return true;
+    failure = std::string("cannot watch the listener: ") + std::strerror(errno);
+    return false;
 }
 
 // Closing a descriptor also takes it out of the epoll set.
@@ -296,24 +224,19 @@ void Worker::remove_forward(Forward& f, const std::string& why) {
     f.dead = true;
     garbage_ = true;
     bool owned = false;
-    {
-        std::lock_guard lock(ctx_.tunnels_mu);
-        auto it = ctx_.tunnels.find(f.target);
+    try {
+        // Under the registry's mutex, as record() installs: table and registry always name the same forward.
         // After a takeover the table names the new forward: the registry entry is the new session's.
-        if (it != ctx_.tunnels.end() && it->second.forward_id == f.id) {
-            ctx_.tunnels.erase(it);
-            owned = true;
-            try {
-                ctx_.registry.with([&](auto& reg) {
-                    reg.update_live([&](monitoring_proxy::registry::LiveTxn& txn) {
-                        txn.remove_tunnel(f.target, ctx_.instance_id);
-                    });
-                    return 0;
+        ctx_.registry.with([&](auto& reg) {
+            owned = ctx_.tunnels.remove_if_owner(f.target, f.id);
+            if (owned)
+                reg.update_live([&](monitoring_proxy::registry::LiveTxn& txn) {
+                    txn.remove_tunnel(f.target, ctx_.instance_id);
                 });
-            } catch (const std::exception& e) {
-                log_line("registry error while removing tunnel " + f.target + ": " + e.what());
-            }
-        }
+            return 0;
+        });
+    } catch (const std::exception& e) {
+        log_line("registry error while removing tunnel " + f.target + ": " + e.what());
     }
     close_listeners(f);
     Session& s = *f.session;

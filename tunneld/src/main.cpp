@@ -63,7 +63,9 @@ int run(const Options& options) {
     ssh_init();
     reg::OpenOptions open_options;
     open_options.dir = reg::resolve_dir(options.registry_flag);
+    open_options.recreate_other_live = true;  // live state of another build describes nothing this one serves
     auto registry = reg::Registry::open(open_options);
+    for (const auto& notice : registry.notices()) log_line("registry " + open_options.dir + ": " + notice);
     auto ctx = std::make_unique<ServerContext>(options, std::move(registry));
     register_instance(*ctx);
     ctx->load_authorized_keys();

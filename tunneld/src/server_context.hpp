@@ -16,28 +16,12 @@
 #include "forward_policy.hpp"
 #include "monitoring_proxy/registry.hpp"
 #include "options.hpp"
-#include "loopback_addresses.hpp"
-#include "port_allocator.hpp"
+#include "registry_gateway.hpp"
+#include "tunnel_table.hpp"
 
 namespace tunneld {
 
 class Worker;
-
-// Registry access from several threads: every call takes the mutex (LMDB write txns are serialised anyway and
-// the Registry object itself is not documented as thread-safe).
-class RegistryGateway {
-public:
-    explicit RegistryGateway(monitoring_proxy::registry::Registry registry) : registry_(std::move(registry)) {}
-    template <typename Fn>
-    auto with(Fn&& fn) {
-        std::lock_guard lock(mu_);
-        return fn(registry_);
-    }
-
-private:
-    std::mutex mu_;
-    monitoring_proxy::registry::Registry registry_;
-};
 
 // Counter deltas accumulated in memory and flushed to the registry about once a second by the main thread, so
 // no registry write sits on the relay path.
@@ -51,16 +35,6 @@ public:
 private:
     std::mutex mu_;
     std::map<std::string, std::uint64_t> pending_;
-};
-
-// Who serves a live tunnel in this process.
-struct TunnelOwner {
-    Worker* worker = nullptr;
-    std::uint64_t session_id = 0;
-    std::uint64_t forward_id = 0;
-    std::uint32_t address = 0;
-    std::uint16_t port = 0;
-    std::string client;
 };
 
 struct KeyVerdict {
@@ -82,13 +56,7 @@ struct ServerContext {
     std::atomic<int> unauthenticated{0};
     std::vector<std::unique_ptr<Worker>> workers;
 
-    // Live tunnels: guarded by tunnels_mu, which is also held while binding and recording a forward so that
-    // "port free? bind, record" is atomic across workers. Lock order: tunnels_mu, then the registry mutex.
-    std::mutex tunnels_mu;
-    std::map<std::string, TunnelOwner> tunnels;
-    std::map<std::string, std::uint16_t> last_port;  // previous port of each target: reconnects keep their port
-    PortAllocator allocator;
-    LoopbackAddresses addresses;
+    TunnelTable tunnels;  // which forward serves each target; addresses and ports set aside
 
     // authorized_keys, replaced wholesale on SIGHUP.
     void load_authorized_keys();

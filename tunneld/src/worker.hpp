@@ -21,6 +21,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -180,9 +181,13 @@ private:
 
     // forwards.cpp
     int handle_tcpip_forward(Session& s, ssh_message msg);
+    int refuse_forward(Session& s, const ForwardRequest& request, const std::string& reason, const std::string& why);
+    ForwardDecision decide(Session& s, const ForwardRequest& request, std::map<std::uint16_t, std::string>& fixed_ports);
+    void announce_forward(Session& s, const ForwardRequest& request, const ForwardDecision& decision,
+                          const Forward& forward, const std::optional<TunnelOwner>& previous);
     int handle_cancel_forward(Session& s, ssh_message msg);
     void remove_forward(Forward& f, const std::string& why);
-    bool watch_listeners(Forward& f, std::string& failure);
+    bool watch_listener(Forward& f, int fd, std::string& failure);
     void close_listeners(Forward& f);
     void accept_connections(Forward& f);
     void accept_on(Forward& f, int listen_fd);

@@ -186,6 +186,16 @@ int cmd_counters(Registry& reg, Args& args) {
     return kExitOk;
 }
 
+int cmd_migrate(Registry& reg, Args& args) {
+    if (!args.empty()) throw UsageError("migrate: unexpected argument \"" + args.peek() + "\"");
+    if (reg.opened_version() == registry::kSchemaVersion)
+        std::cout << "registry " << reg.dir() << " already has schema version " << registry::kSchemaVersion << "\n";
+    else
+        std::cout << "registry " << reg.dir() << " upgraded from schema version " << reg.opened_version() << " to "
+                  << registry::kSchemaVersion << "; every target, key and label kept\n";
+    return kExitOk;
+}
+
 int cmd_init(Registry& reg, Args& args) {
     if (!args.empty()) throw UsageError("init: unexpected argument \"" + args.peek() + "\"");
     std::cout << "registry " << reg.dir() << " ready\n";
@@ -310,12 +320,14 @@ struct Command {
     const char* name;
     int (*handler)(Registry&, Args&);
     bool read_only;
+    bool migrates = false;  // opens a registry of the previous schema version to upgrade it; creates none
 };
 
 const Command kCommands[] = {
     {"init", cmd_init, false},   {"add", cmd_add, false},     {"rm", cmd_rm, false},
     {"show", cmd_show, true},    {"ls", cmd_ls, true},        {"label", cmd_label, false},
     {"key", cmd_key, false},     {"import-targets", cmd_import, false}, {"counters", cmd_counters, true},
+    {"migrate", cmd_migrate, false, true},
     {"invite", cmd_invite, false}, {"invites", cmd_invites, true},
 };
 
@@ -386,7 +398,8 @@ int run(int argc, char** argv) {
         options.group = global.group;
         options.map_size = global.map_size;
         options.read_only = chosen->read_only;  // so it never creates a registry nor touches its permissions
-        options.create = !chosen->read_only;
+        options.create = !chosen->read_only && !chosen->migrates;
+        options.migrate = options.recreate_other_live = chosen->migrates;
         if (uses_default_registry(global))
             std::cerr << "tunnelctl: using registry " << options.dir << " (the default; choose one with --registry "
                       << "DIR or $" << registry::kDirEnvVar << ")\n";

@@ -21,6 +21,8 @@ Commands:
   show NAME [--json]    one target with its tunnel state
   ls [--json]           every declared and live target: state, listener, client, since, labels
   counters [--json]     tunneld's counters (sessions, refusals by reason, connects per tunnel...)
+  migrate               upgrade a registry of the previous schema version in place (stop tunneld first;
+                        keeps every target, key and label; running it again changes nothing)
   label NAME K=V...     set labels
   label NAME --rm K...  remove labels
   key add NAME PUBKEY   bind a public key ("ssh-ed25519 AAAA... comment") to NAME

@@ -46,6 +46,8 @@ struct OpenOptions {
     std::size_t map_size = 0;    // 0: kDefaultMapSize or what the file already has, whichever is larger
     std::string group;           // the registry's group; empty: see resolve_group in permissions.hpp
     bool live = true;            // also open DIR/live
+    bool migrate = false;        // upgrade a declared environment of schema version kSchemaVersion - 1 in place
+    bool recreate_other_live = false;  // a live environment of another schema version is recreated empty (tunneld)
 };
 
 // --registry DIR, else $MONITORING_PROXY_REGISTRY, else kDefaultDir.
@@ -66,6 +68,7 @@ public:
     bool remove(std::string_view name);
     std::vector<std::string> names();
     std::vector<std::string> targets_for_key(std::string_view fingerprint);
+    std::optional<std::string> target_with_fixed_port(std::uint16_t port);
 
     // Join tokens (invites/<name>); the target of the same name is declared separately.
     std::optional<InviteRecord> get_invite(std::string_view name);
@@ -73,10 +76,10 @@ public:
 
 private:
     friend class Registry;
-    DeclaredTxn(lmdb::Txn& txn, MDB_dbi targets, MDB_dbi key_targets, MDB_dbi invites)
-        : txn_(txn), targets_(targets), key_targets_(key_targets), invites_(invites) {}
+    DeclaredTxn(lmdb::Txn& txn, MDB_dbi targets, MDB_dbi key_targets, MDB_dbi fixed_ports, MDB_dbi invites)
+        : txn_(txn), targets_(targets), key_targets_(key_targets), fixed_ports_(fixed_ports), invites_(invites) {}
     lmdb::Txn& txn_;
-    MDB_dbi targets_, key_targets_, invites_;
+    MDB_dbi targets_, key_targets_, fixed_ports_, invites_;
 };
 
 // One write transaction on the live environment.
@@ -116,7 +119,7 @@ public:
     std::vector<std::string> targets_for_key(std::string_view fingerprint);
     std::optional<TunnelRecord> get_tunnel(std::string_view name);
     std::vector<SnapshotEntry> snapshot();  // declared and live, sorted by name
-    std::map<std::uint16_t, std::string> fixed_ports();  // declared fixed port -> its target
+    std::map<std::uint16_t, std::string> fixed_ports();  // declared fixed port -> its target (the index)
     std::map<std::string, std::uint64_t> counters();
     std::map<std::uint64_t, InstanceRecord> instances();
     // Every invitation, open or not, by target name (empty for a read-only registry made before invitations).
@@ -126,6 +129,9 @@ public:
     // recorded before the last reboot (boot id). Returns the names of the swept tunnels.
     std::vector<std::string> sweep_dead_instances();
 
+    // The declared environment's schema version before open(): kSchemaVersion - 1 when migrate upgraded it.
+    std::uint32_t opened_version() const noexcept { return opened_version_; }
+
     // Things open() repaired and its caller should log (e.g. a corrupt live environment recreated).
     const std::vector<std::string>& notices() const noexcept { return notices_; }
 
@@ -133,8 +139,9 @@ private:
     Registry() = default;
     std::string dir_;
     std::vector<std::string> notices_;
+    std::uint32_t opened_version_ = kSchemaVersion;
     lmdb::Env declared_, live_;
-    MDB_dbi meta_{}, targets_{}, key_targets_{};
+    MDB_dbi meta_{}, targets_{}, key_targets_{}, fixed_ports_{};
     std::optional<MDB_dbi> invites_;  // absent only when opened read-only before any writer created it
     MDB_dbi live_meta_{}, tunnels_{}, instances_{}, counters_{};
 };

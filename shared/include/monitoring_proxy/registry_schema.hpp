@@ -7,6 +7,7 @@
 //     meta          "schema_version" -> u32 LE (kSchemaVersion)
 //     targets       target name      -> TargetRecord (encoding below)
 //     key_targets   key fingerprint  -> target name  (MDB_DUPSORT; index of TargetRecord::key_fingerprints)
+//     fixed_ports   port (u16 BE)    -> target name  (index of TargetRecord::fixed_port, one target per port)
 //     invites       target name      -> InviteRecord (join tokens of `tunnelctl invite`). Added without a schema
 //                   version bump: binaries that predate it never open it, so they simply ignore it; readers
 //                   treat a registry without it as one without invitations.
@@ -23,7 +24,14 @@
 //                   (kTunneldCounters below says which); no string grammar to parse.
 //
 // Both environments carry the same schema version. A process that opens a registry whose version differs
-// from kSchemaVersion fails with a message naming both versions; nothing is migrated implicitly.
+// from kSchemaVersion fails with a message naming both versions; nothing is migrated implicitly. Versions:
+//   1  the first release;
+//   2  declared `fixed_ports` index (tunneld finds a numbered forward's target, and keeps fixed ports free,
+//      without reading every target); live tunnel records carry the forward's own address; counter keys are
+//      typed (kTunneldCounters).
+// A version-1 declared environment is upgraded in place, keeping everything, by `tunnelctl migrate`
+// (OpenOptions::migrate). Live state is only about connections that exist now: tunneld recreates a live
+// environment of another version empty (OpenOptions::recreate_other_live).
 //
 // Value encoding (all records): byte 0 is the record's encoding version (kRecordVersion, or
 // kTunnelRecordVersion for tunnel records); then the fields in the order listed, integers little-endian and fixed
@@ -44,7 +52,7 @@
 
 namespace monitoring_proxy::registry {
 
-inline constexpr std::uint32_t kSchemaVersion = 1;
+inline constexpr std::uint32_t kSchemaVersion = 2;
 inline constexpr std::uint8_t kRecordVersion = 1;
 // Tunnel records: version 2 appends `address`; version 1 records (written by older tunnelds) still decode, as
 // 127.0.0.1.
@@ -60,6 +68,7 @@ inline constexpr const char* kLiveSubdir = "live";
 inline constexpr const char* kDbMeta = "meta";
 inline constexpr const char* kDbTargets = "targets";
 inline constexpr const char* kDbKeyTargets = "key_targets";
+inline constexpr const char* kDbFixedPorts = "fixed_ports";
 inline constexpr const char* kDbTunnels = "tunnels";
 inline constexpr const char* kDbInstances = "instances";
 inline constexpr const char* kDbCounters = "counters";
