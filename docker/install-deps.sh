@@ -11,6 +11,7 @@ build=(
   g++ cmake make pkg-config ca-certificates
   nginx nginx-dev            # the module is built against Debian's nginx sources (--with-compat) and loaded by it
   libssh-dev                 # tunneld's SSH server
+  libssl-dev                 # SHA-256 of join tokens (libcrypto; libssh links it already)
   liblmdb-dev lmdb-utils     # the registry; mdb_stat for inspection
   catch2                     # unit tests (v2, prebuilt Catch2WithMain)
   dpkg-dev file              # the Debian packages (CPack): dpkg-shlibdeps, and file to find the ELF files
@@ -22,7 +23,7 @@ test=(
   curl wrk procps iproute2 psmisc
   shellcheck                 # the image's entrypoint is checked by it
   clang libclang-rt-14-dev   # libFuzzer targets (tests/fuzz)
-  python3 python3-pytest
+  python3 python3-pytest python3-paramiko  # paramiko: hand-made SSH requests in the hostile suite
   chromium                   # the status page, rendered headless in tests
   mmdebstrap lintian systemd # the .debs installed into a fresh bookworm root, linted, their unit verified
   # the image built and run for real (tests/e2e/test_image.py): podman rootful with runc (crun refuses hybrid

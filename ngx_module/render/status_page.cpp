@@ -52,6 +52,67 @@ std::string human_bytes(std::uint64_t b) {
     return buf;
 }
 
+// Open invitations first (they are what an operator waits on), then the rest by name.
+std::vector<std::pair<std::string, const registry::InviteRecord*>> invites_in_order(const Invites& invites,
+                                                                                   std::int64_t now_ms) {
+    std::vector<std::pair<std::string, const registry::InviteRecord*>> out;
+    for (const auto& [name, r] : invites) out.emplace_back(name, &r);
+    std::stable_sort(out.begin(), out.end(), [&](const auto& a, const auto& b) {
+        const bool a_open = std::string_view(registry::invite_state(*a.second, now_ms / 1000)) == "open";
+        const bool b_open = std::string_view(registry::invite_state(*b.second, now_ms / 1000)) == "open";
+        return a_open > b_open;
+    });
+    return out;
+}
+
+void invites_html(std::string& o, const Invites& invites, std::int64_t now_ms) {
+    if (invites.empty()) return;
+    o += "<h2>Invitations</h2>\n<table id=\"invitations\"><thead><tr><th>Target</th><th>State</th><th>Expires</th>"
+         "<th>Uses left</th><th>Used</th></tr></thead><tbody>\n";
+    for (const auto& [name, r] : invites_in_order(invites, now_ms)) {
+        o += "<tr data-invite=\"";
+        html_escape(o, name);
+        o += "\"><td>";
+        html_escape(o, name);
+        o += "</td><td class=\"state\">";
+        o += registry::invite_state(*r, now_ms / 1000);
+        o += "</td><td>" + utc(r->expires_unix * 1000) + "</td><td>" + std::to_string(r->uses_left) + "</td><td>";
+        if (r->uses.empty()) o += "<span class=\"muted\">never</span>";
+        for (const auto& u : r->uses) {
+            o += utc(u.when_unix * 1000) + " by <code>";
+            html_escape(o, u.key_fingerprint);
+            o += "</code><br>";
+        }
+        o += "</td></tr>\n";
+    }
+    o += "</tbody></table>\n";
+}
+
+void invites_json(std::string& o, const Invites& invites, std::int64_t now_ms) {
+    using json::append_string;
+    o += ",\"invitations\":[";
+    bool first = true;
+    for (const auto& [name, r] : invites_in_order(invites, now_ms)) {
+        o += first ? "\n{\"name\":" : ",\n{\"name\":";
+        first = false;
+        append_string(o, name);
+        o += ",\"state\":";
+        append_string(o, registry::invite_state(*r, now_ms / 1000));
+        o += ",\"expires\":";
+        append_string(o, utc(r->expires_unix * 1000));
+        o += ",\"uses_left\":" + std::to_string(r->uses_left) + ",\"uses\":[";
+        for (std::size_t i = 0; i < r->uses.size(); ++i) {
+            o += i ? ",{\"time\":" : "{\"time\":";
+            append_string(o, utc(r->uses[i].when_unix * 1000));
+            o += ",\"fingerprint\":";
+            append_string(o, r->uses[i].key_fingerprint);
+            o += "}";
+        }
+        o += "]}";
+    }
+    o += first ? "]" : "\n]";
+}
+
 }  // namespace
 
 std::vector<StatusRow> status_rows(const std::vector<registry::SnapshotEntry>& entries,
@@ -90,7 +151,8 @@ std::vector<StatusRow> status_rows(const std::vector<registry::SnapshotEntry>& e
     return rows;
 }
 
-std::string render_status_html(const std::vector<StatusRow>& rows, std::int64_t now_ms, int refresh_seconds) {
+std::string render_status_html(const std::vector<StatusRow>& rows, std::int64_t now_ms, int refresh_seconds,
+                               const Invites& invites) {
     std::size_t connected = std::count_if(rows.begin(), rows.end(), [](auto& r) { return r.connected; });
     std::size_t problems = std::count_if(rows.begin(), rows.end(), [](auto& r) { return r.severity == 2; });
     std::string o;
@@ -102,6 +164,7 @@ std::string render_status_html(const std::vector<StatusRow>& rows, std::int64_t 
     o += R"(<style>
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#1d1d1f;background:#fafafa}
 h1{font-size:1.3em;margin:0 0 .2em}
+h2{font-size:1.1em;margin:1.5em 0 .5em}
 p.summary{margin:0 0 1em;color:#555}
 table{border-collapse:collapse;width:100%;background:#fff;box-shadow:0 1px 2px #0002}
 th,td{text-align:left;padding:.45em .7em;border-bottom:1px solid #e5e5e5;vertical-align:top}
@@ -165,11 +228,13 @@ code{font:12px ui-monospace,monospace;word-break:break-all}
     if (rows.empty())
         o += "<tr><td colspan=\"8\" class=\"muted\">No targets yet: declare one with <code>tunnelctl add NAME</code> "
              "or let a host self-register.</td></tr>\n";
-    o += "</tbody></table>\n</body></html>\n";
+    o += "</tbody></table>\n";
+    invites_html(o, invites, now_ms);
+    o += "</body></html>\n";
     return o;
 }
 
-std::string render_status_json(const std::vector<StatusRow>& rows, std::int64_t now_ms) {
+std::string render_status_json(const std::vector<StatusRow>& rows, std::int64_t now_ms, const Invites& invites) {
     using json::append_string;
     std::string o = "{\"generated\":";
     append_string(o, utc(now_ms));
@@ -217,7 +282,9 @@ std::string render_status_json(const std::vector<StatusRow>& rows, std::int64_t 
         }
         o += "}}";
     }
-    o += rows.empty() ? "]}\n" : "\n]}\n";
+    o += rows.empty() ? "]" : "\n]";
+    invites_json(o, invites, now_ms);
+    o += "}\n";
     return o;
 }
 

@@ -6,6 +6,7 @@
 #include "tunnel/counters.hpp"
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -26,11 +27,16 @@ struct StatusRow {
     std::string problem;             // why, in words
 };
 
+// Invitations (tunnelctl invite): name, state, expiry and who used them; the record holds no token to show.
+using Invites = std::map<std::string, registry::InviteRecord>;
+
 // Rows sorted problems first, then by name.
 std::vector<StatusRow> status_rows(const std::vector<registry::SnapshotEntry>& entries,
                                    const CountersSnapshot& requests);
 
-std::string render_status_html(const std::vector<StatusRow>& rows, std::int64_t now_unix_ms, int refresh_seconds);
-std::string render_status_json(const std::vector<StatusRow>& rows, std::int64_t now_unix_ms);
+std::string render_status_html(const std::vector<StatusRow>& rows, std::int64_t now_unix_ms, int refresh_seconds,
+                               const Invites& invites = {});
+std::string render_status_json(const std::vector<StatusRow>& rows, std::int64_t now_unix_ms,
+                               const Invites& invites = {});
 
 }  // namespace monitoring_proxy::tunnel

@@ -110,10 +110,11 @@ bool wants_json(ngx_http_request_t* r) {
 ngx_int_t status_handler(ngx_http_request_t* r) noexcept {
     return with_registry(r, "tunnel_status", [r](registry::Reader& reader) {
         auto rows = status_rows(reader.snapshot(), request_snapshot(r));
+        auto invites = reader.invites();
         if (wants_json(r))
-            return send_response(r, NGX_HTTP_OK, "application/json", render_status_json(rows, now_unix_ms()));
+            return send_response(r, NGX_HTTP_OK, "application/json", render_status_json(rows, now_unix_ms(), invites));
         return send_response(r, NGX_HTTP_OK, "text/html; charset=utf-8",
-                             render_status_html(rows, now_unix_ms(), kStatusRefreshSeconds));
+                             render_status_html(rows, now_unix_ms(), kStatusRefreshSeconds, invites));
     });
 }
 

@@ -203,6 +203,42 @@ InstanceRecord decode_instance(std::string_view bytes) {
     return r;
 }
 
+std::string encode(const InviteRecord& r) {
+    Writer w(kRecordVersion);
+    w.string(r.secret_sha256);
+    w.integer(r.created_unix);
+    w.integer(r.expires_unix);
+    w.integer(r.uses_left);
+    w.integer(static_cast<std::uint8_t>(r.revoked));
+    w.count(r.uses.size(), "uses");
+    for (const auto& u : r.uses) {
+        w.integer(u.when_unix);
+        w.string(u.key_fingerprint);
+    }
+    return w.take();
+}
+
+InviteRecord decode_invite(std::string_view bytes) {
+    Reader in(bytes, "invite");
+    InviteRecord r;
+    r.secret_sha256 = in.string("secret_sha256");
+    if (r.secret_sha256.size() != 32) in.fail("secret hash is not 32 bytes");
+    r.created_unix = in.integer<std::int64_t>("created");
+    r.expires_unix = in.integer<std::int64_t>("expires");
+    r.uses_left = in.integer<std::uint16_t>("uses_left");
+    auto revoked = in.integer<std::uint8_t>("revoked");
+    if (revoked > 1) in.fail("revoked is neither 0 nor 1");
+    r.revoked = revoked == 1;
+    for (std::size_t n = in.integer<std::uint16_t>("uses"); n; --n) {
+        InviteUse u;
+        u.when_unix = in.integer<std::int64_t>("use time");
+        u.key_fingerprint = in.string("use fingerprint");
+        r.uses.push_back(std::move(u));
+    }
+    in.end();
+    return r;
+}
+
 std::string encode_u64(std::uint64_t v) {
     std::string out(8, '\0');
     for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((v >> (8 * i)) & 0xff);

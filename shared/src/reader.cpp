@@ -33,6 +33,7 @@ Reader::Reader(const std::string& dir)
                             "tunnelctl or tunneld");
     detail::check_schema(txn, *meta, *targets, false, dir);
     targets_ = *targets;
+    invites_ = txn.open_db(kDbInvites);
     txn.commit();
     declared_txn_ = lmdb::Txn(declared_, MDB_RDONLY);
     declared_txn_.reset();
@@ -122,6 +123,18 @@ std::vector<SnapshotEntry> Reader::snapshot() {
         detail::collect_tunnels(live_txn_, tunnels_, by_name);
     }
     return detail::to_sorted_vector(std::move(by_name));
+}
+
+std::map<std::string, InviteRecord> Reader::invites() {
+    std::map<std::string, InviteRecord> out;
+    if (!invites_) return out;
+    begin(declared_, declared_txn_);
+    ResetOnExit reset{declared_txn_};
+    lmdb::Cursor c(declared_txn_, *invites_);
+    MDB_val k{}, v{};
+    for (bool ok = c.get(k, v, MDB_FIRST); ok; ok = c.get(k, v, MDB_NEXT))
+        out.emplace(std::string(lmdb::to_view(k)), decode_invite(lmdb::to_view(v)));
+    return out;
 }
 
 std::map<std::string, std::uint64_t> Reader::counters() {

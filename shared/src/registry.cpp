@@ -223,6 +223,17 @@ std::vector<std::string> DeclaredTxn::targets_for_key(std::string_view fingerpri
     return out;
 }
 
+std::optional<InviteRecord> DeclaredTxn::get_invite(std::string_view name) {
+    auto v = txn_.get(invites_, name);
+    if (!v) return std::nullopt;
+    return decode_invite(*v);
+}
+
+void DeclaredTxn::put_invite(std::string_view name, const InviteRecord& record) {
+    if (auto e = check_target_name(name); !e.empty()) throw RefusedChange(e);
+    txn_.put(invites_, name, encode(record));
+}
+
 // ---- LiveTxn --------------------------------------------------------------------------------------------------
 
 std::optional<TunnelRecord> LiveTxn::get_tunnel(std::string_view name) {
@@ -284,6 +295,7 @@ Registry Registry::open(const OpenOptions& o) {
         auto meta = txn.open_db(kDbMeta, create);
         auto targets = txn.open_db(kDbTargets, create);
         auto keys = txn.open_db(kDbKeyTargets, create | MDB_DUPSORT);
+        reg.invites_ = txn.open_db(kDbInvites, create);
         if (!meta || !targets || !keys)
             throw RegistryError("registry " + o.dir + " is empty or not a monitoring-proxy registry; create it with "
                                 "tunnelctl or tunneld");
@@ -339,7 +351,7 @@ Registry Registry::open(const OpenOptions& o) {
 
 void Registry::update_declared(const std::function<void(DeclaredTxn&)>& fn) {
     lmdb::Txn txn(declared_, 0);
-    DeclaredTxn d(txn, targets_, key_targets_, fixed_ports_);
+    DeclaredTxn d(txn, targets_, key_targets_, fixed_ports_, invites_.value_or(0));
     fn(d);
     txn.commit();
 }
@@ -361,7 +373,7 @@ std::optional<TargetRecord> Registry::get_target(std::string_view name) {
 
 std::vector<std::string> Registry::targets_for_key(std::string_view fingerprint) {
     lmdb::Txn txn(declared_, MDB_RDONLY);
-    return DeclaredTxn(txn, targets_, key_targets_, fixed_ports_).targets_for_key(fingerprint);
+    return DeclaredTxn(txn, targets_, key_targets_, fixed_ports_, invites_.value_or(0)).targets_for_key(fingerprint);
 }
 
 std::optional<TunnelRecord> Registry::get_tunnel(std::string_view name) {
@@ -409,6 +421,17 @@ std::map<std::uint64_t, InstanceRecord> Registry::instances() {
     MDB_val k{}, v{};
     for (bool ok = c.get(k, v, MDB_FIRST); ok; ok = c.get(k, v, MDB_NEXT))
         out.emplace(decode_u64(lmdb::to_view(k)), decode_instance(lmdb::to_view(v)));
+    return out;
+}
+
+std::map<std::string, InviteRecord> Registry::invites() {
+    std::map<std::string, InviteRecord> out;
+    if (!invites_) return out;
+    lmdb::Txn txn(declared_, MDB_RDONLY);
+    lmdb::Cursor c(txn, *invites_);
+    MDB_val k{}, v{};
+    for (bool ok = c.get(k, v, MDB_FIRST); ok; ok = c.get(k, v, MDB_NEXT))
+        out.emplace(std::string(lmdb::to_view(k)), decode_invite(lmdb::to_view(v)));
     return out;
 }
 

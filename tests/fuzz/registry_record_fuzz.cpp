@@ -46,5 +46,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         if (encode(i) != bytes) std::abort();
     } catch (const DecodeError&) {
     }
+    try {
+        InviteRecord i = decode_invite(bytes);
+        if (encode(i) != bytes) std::abort();
+    } catch (const DecodeError&) {
+    }
     return 0;
 }

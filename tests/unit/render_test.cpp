@@ -137,3 +137,24 @@ TEST_CASE("the status page puts problems first and escapes everything", "[render
     CHECK_THAT(json, Catch::Contains(R"x("name":"web1","declared":true,"state":"connected","problem":"last scrape failed (502)")x"));
     CHECK_THAT(json, Catch::Contains(R"("last_scrape":{"time":"2023-11-14T22:15:00Z","status":502,"duration_ms":12})"));
 }
+
+TEST_CASE("the status page lists invitations, open ones first, with their uses and never a secret") {
+    using monitoring_proxy::registry::InviteRecord;
+    const std::int64_t now_ms = 1800000000000;
+    InviteRecord open, spent;
+    open.secret_sha256 = std::string(32, 'S');
+    open.expires_unix = now_ms / 1000 + 60, open.uses_left = 1;
+    spent.secret_sha256 = std::string(32, 'S');
+    spent.expires_unix = now_ms / 1000 + 60;
+    spent.uses = {{now_ms / 1000 - 5, "SHA256:used"}};
+    const Invites invites{{"a-spent", spent}, {"b-open", open}};
+    const std::string json = render_status_json({}, now_ms, invites);
+    CHECK(json.find("\"invitations\":[\n{\"name\":\"b-open\",\"state\":\"open\"") != std::string::npos);
+    CHECK(json.find("{\"name\":\"a-spent\",\"state\":\"spent\"") != std::string::npos);
+    CHECK(json.find("\"fingerprint\":\"SHA256:used\"") != std::string::npos);
+    const std::string html = render_status_html({}, now_ms, 10, invites);
+    CHECK(html.find("data-invite=\"b-open\"") < html.find("data-invite=\"a-spent\""));
+    CHECK(html.find("SSSS") == std::string::npos);
+    CHECK(json.find("SSSS") == std::string::npos);
+    CHECK(render_status_html({}, now_ms, 10).find("Invitations") == std::string::npos);
+}

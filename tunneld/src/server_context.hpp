@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "authorized_keys.hpp"
+#include "enrolment.hpp"
 #include "forward_policy.hpp"
 #include "monitoring_proxy/registry.hpp"
 #include "options.hpp"
@@ -63,6 +64,10 @@ struct ServerContext {
 
     KeyVerdict evaluate_key(const std::string& user, const std::string& blob_base64, const std::string& fingerprint,
                             const std::string& client_ip);
+
+    // Join-token attempts per client address (enrolment.hpp): 5 at once, then one every 12 seconds.
+    std::mutex enrol_mu;
+    AttemptLimiter enrol_attempts{5, std::chrono::seconds(12), 4096};
 
 private:
     mutable std::mutex keys_mu_;

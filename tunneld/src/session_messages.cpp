@@ -1,8 +1,10 @@
 // Everything a client asks for, answered from libssh's message callback: authentication, channel opens,
 // channel requests, global requests. Only publickey authentication and tcpip-forward / cancel-tcpip-forward are
-// granted; every refusal is logged with the client address and key fingerprint.
+// granted, plus keyboard-interactive for a join token (an unknown key enrolling, see handle_token_auth); every
+// refusal is logged with the client address and key fingerprint.
 #include <cstring>
 
+#include "enrolment.hpp"
 #include "key_identity.hpp"
 #include "log.hpp"
 #include "worker.hpp"
@@ -113,10 +115,12 @@ int Worker::handle_message(Session& s, ssh_message msg) {
 }
 
 int Worker::handle_auth(Session& s, ssh_message msg) {
-    ssh_message_auth_set_methods(msg, SSH_AUTH_METHOD_PUBLICKEY);
+    // keyboard-interactive is offered only to a key that proved itself and may enrol with a join token.
+    ssh_message_auth_set_methods(msg, SSH_AUTH_METHOD_PUBLICKEY |
+                                          (s.enrol_fingerprint.empty() ? 0 : SSH_AUTH_METHOD_INTERACTIVE));
     if (s.authenticated) return 1;
-    const char* user_c = ssh_message_auth_user(msg);
-    s.user = user_c ? user_c : "";
+    // A keyboard-interactive answer (SSH_MSG_USERAUTH_INFO_RESPONSE) carries no login name: keep the one we have.
+    if (const char* user_c = ssh_message_auth_user(msg)) s.user = user_c;
     int method = ssh_message_subtype(msg);
     auto refuse = [&](const std::string& reason, const std::string& why, const std::string& fp) {
         ctx_.counters.add(Counter::kAuthFailures, reason);
@@ -125,6 +129,7 @@ int Worker::handle_auth(Session& s, ssh_message msg) {
         if (++s.auth_failures >= kMaxAuthFailures) close_session(s, "too many authentication failures");
         return 1;
     };
+    if (method == SSH_AUTH_METHOD_INTERACTIVE && !s.enrol_fingerprint.empty()) return handle_token_auth(s, msg);
     if (method != SSH_AUTH_METHOD_PUBLICKEY) {
         // "none" is how every client asks which methods exist: answer it quietly.
         if (method == SSH_AUTH_METHOD_NONE) return 1;
@@ -145,7 +150,18 @@ int Worker::handle_auth(Session& s, ssh_message msg) {
     if (!supported_key_type(type)) return refuse("key_type", "key type " + type + " is not accepted", fp);
 
     KeyVerdict verdict = ctx_.evaluate_key(s.user, blob, fp, s.client_ip);
-    if (!verdict.accepted) return refuse(verdict.reason, verdict.message, fp);
+    // An unknown key may still enrol while some invitation is open: it proves possession first (a signed
+    // publickey request), then gets partial success and the token prompt.
+    bool may_enrol = false;
+    if (!verdict.accepted && verdict.reason == "unknown_key") {
+        try {
+            may_enrol = ctx_.registry.with(
+                [&](auto& reg) { return invitations_open(reg, now_unix_ms() / 1000); });
+        } catch (const std::exception& e) {
+            log_line(std::string("registry error while looking for invitations: ") + e.what());
+        }
+    }
+    if (!verdict.accepted && !may_enrol) return refuse(verdict.reason, verdict.message, fp);
 
     if (state == SSH_PUBLICKEY_STATE_NONE) {
         ssh_message_auth_reply_pk_ok_simple(msg);  // "this key would do": the client signs next
@@ -153,18 +169,79 @@ int Worker::handle_auth(Session& s, ssh_message msg) {
     }
     if (state != SSH_PUBLICKEY_STATE_VALID) return refuse("bad_signature", "signature does not verify", fp);
 
+    if (may_enrol) {
+        s.enrol_fingerprint = fp;
+        s.enrol_blob = blob;
+        s.enrol_type = type;
+        s.enrol_prompted = false;
+        ssh_message_auth_set_methods(msg, SSH_AUTH_METHOD_INTERACTIVE);
+        ssh_message_auth_reply_success(msg, 1);  // SSH_MSG_USERAUTH_FAILURE, partial success: now the token
+        log_line("auth partial client=" + s.client + " user=" + log_quote(s.user) + " fingerprint=" + fp +
+                 " type=" + type + " reason=\"unknown key, asking for a join token\"");
+        return 0;
+    }
+    accept_auth(s, msg, type, std::move(verdict));
+    return 0;
+}
+
+int Worker::handle_token_auth(Session& s, ssh_message msg) {
+    auto refuse = [&](const char* reason, const std::string& target) {
+        ctx_.counters.add(Counter::kEnrolmentsRefused, reason);
+        log_line("enrolment refused client=" + s.client + " fingerprint=" + s.enrol_fingerprint +
+                 " target=" + (target.empty() ? "-" : target) + " reason=" + reason);
+        s.enrol_prompted = false;
+        if (++s.auth_failures >= kMaxAuthFailures) close_session(s, "too many authentication failures");
+        return 1;
+    };
+    if (!s.enrol_prompted || ssh_message_auth_kbdint_is_response(msg) != 1) {
+        // The client asks for keyboard-interactive: spend one of this address's attempts, then ask for the token.
+        bool allowed = false;
+        {
+            std::lock_guard lock(ctx_.enrol_mu);
+            allowed = ctx_.enrol_attempts.take(s.client_ip, AttemptLimiter::Clock::now());
+        }
+        if (!allowed) return refuse("rate_limited", "");
+        static const char* prompts[] = {"monitoring-proxy join token: "};
+        static char echo[] = {0};
+        if (ssh_message_auth_interactive_request(msg, "monitoring-proxy enrolment", "", 1, prompts, echo) != SSH_OK)
+            return 1;
+        s.enrol_prompted = true;
+        return 0;
+    }
+    s.enrol_prompted = false;
+    if (ssh_userauth_kbdint_getnanswers(s.ssh) != 1) return refuse("malformed", "");
+    const char* answer = ssh_userauth_kbdint_getanswer(s.ssh, 0);
+    const std::string fp = s.enrol_fingerprint;
+    Enrolment outcome = ctx_.registry.with(
+        [&](auto& reg) { return consume_invite(reg, answer ? answer : "", fp, now_unix_ms() / 1000); });
+    if (outcome.result != EnrolResult::kEnrolled) return refuse(enrol_reason(outcome.result), outcome.target);
+
+    ctx_.counters.add(Counter::kEnrolments);
+    log_line("enrolment accepted client=" + s.client + " fingerprint=" + fp + " target=" + outcome.target +
+             " uses_left=" + std::to_string(outcome.uses_left));
+    KeyVerdict verdict = ctx_.evaluate_key(s.user, s.enrol_blob, fp, s.client_ip);
+    if (!verdict.accepted) {
+        // Only if the binding vanished at once (tunnelctl key rm): the client is told no, like any failure.
+        log_line("auth refused client=" + s.client + " fingerprint=" + fp + " reason=" + verdict.reason +
+                 " detail=\"key unbound right after enrolment\"");
+        return 1;
+    }
+    accept_auth(s, msg, s.enrol_type, std::move(verdict));
+    return 0;
+}
+
+void Worker::accept_auth(Session& s, ssh_message msg, const std::string& type, KeyVerdict verdict) {
     ssh_message_auth_reply_success(msg, 0);
     s.authenticated = true;
-    s.fingerprint = fp;
+    s.fingerprint = verdict.grant.fingerprint;
     s.grant = std::move(verdict.grant);
     s.last_in_packets = s.packet_counter.in_packets;
     ctx_.unauthenticated.fetch_sub(1);
     ctx_.counters.add(Counter::kAuthAccepted);
     std::string targets;
     for (const auto& t : s.grant.bound_targets) targets += (targets.empty() ? "" : ",") + t;
-    log_line("auth accepted client=" + s.client + " user=" + log_quote(s.user) + " fingerprint=" + fp +
+    log_line("auth accepted client=" + s.client + " user=" + log_quote(s.user) + " fingerprint=" + s.fingerprint +
              " type=" + type + " source=" + verdict.source + " bound_targets=" + (targets.empty() ? "-" : targets));
-    return 0;
 }
 
 int Worker::handle_channel_open(Session& s, ssh_message msg) {

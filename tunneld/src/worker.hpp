@@ -119,6 +119,10 @@ struct Session : Pollable {
     std::string close_reason;
     std::uint64_t relay_bytes_up = 0, relay_bytes_down = 0;
     std::size_t live_forwards() const;
+    // An unknown key that proved itself (publickey answered with partial success) and may enrol with a join
+    // token over keyboard-interactive (session_messages.cpp).
+    std::string enrol_fingerprint, enrol_blob, enrol_type;
+    bool enrol_prompted = false;  // the token prompt was sent: the next keyboard-interactive message answers it
 };
 
 struct Mail {
@@ -169,6 +173,8 @@ private:
     // session_messages.cpp
     int handle_message(Session& s, ssh_message msg);
     int handle_auth(Session& s, ssh_message msg);
+    int handle_token_auth(Session& s, ssh_message msg);
+    void accept_auth(Session& s, ssh_message msg, const std::string& type, KeyVerdict verdict);
     int handle_channel_open(Session& s, ssh_message msg);
     int handle_channel_request(Session& s, ssh_message msg);
     void answer_shell_refusals(Session& s);

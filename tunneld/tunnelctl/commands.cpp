@@ -1,4 +1,5 @@
 #include "cli.hpp"
+#include "invite_commands.hpp"
 #include "output.hpp"
 #include "targets_file.hpp"
 
@@ -327,6 +328,7 @@ const Command kCommands[] = {
     {"show", cmd_show, true},    {"ls", cmd_ls, true},        {"label", cmd_label, false},
     {"key", cmd_key, false},     {"import-targets", cmd_import, false}, {"counters", cmd_counters, true},
     {"migrate", cmd_migrate, false, true},
+    {"invite", cmd_invite, false}, {"invites", cmd_invites, true},
 };
 
 // Neither --registry nor $MONITORING_PROXY_REGISTRY: the user may not know which registry this is.

@@ -8,9 +8,6 @@
 #include <ctime>
 
 namespace monitoring_proxy::tunnelctl {
-namespace {
-using registry::Origin;
-using registry::SnapshotEntry;
 
 std::string rfc3339(std::int64_t unix_seconds) {
     std::time_t t = static_cast<std::time_t>(unix_seconds);
@@ -20,6 +17,10 @@ std::string rfc3339(std::int64_t unix_seconds) {
     std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
     return buf;
 }
+
+namespace {
+using registry::Origin;
+using registry::SnapshotEntry;
 
 const char* origin_name(Origin o) {
     switch (o) {

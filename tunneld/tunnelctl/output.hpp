@@ -10,6 +10,8 @@
 
 namespace monitoring_proxy::tunnelctl {
 
+// "2026-01-02T03:04:05Z".
+std::string rfc3339(std::int64_t unix_seconds);
 std::string render_table(const std::vector<registry::SnapshotEntry>& entries);
 std::string render_details(const registry::SnapshotEntry& entry);
 // One object per entry: name, state ("connected" | "disconnected"), declared, port, fixed_port, client,

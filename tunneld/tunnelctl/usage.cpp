@@ -28,6 +28,21 @@ Commands:
   key add NAME PUBKEY   bind a public key ("ssh-ed25519 AAAA... comment") to NAME
   key rm NAME FINGERPRINT
                         unbind a key (fingerprint as `ssh-keygen -lf` prints it: SHA256:...)
+  invite NAME [--ttl 24h] [--uses 1] [--label K=V]... [--path PREFIX]... [--json]
+         [--proxy HOST[:PORT]] [--host-key-dir DIR] [--host-dir DIR] [--user USER] [--exporter HOST:PORT]
+                        declare NAME (or reuse the declared one, adding the labels and paths) with a join token
+                        and print the host's setup: key, token file, known_hosts pinning this proxy, the ssh -N -R
+                        line and a systemd unit with autossh. The first unknown key that presents the token is
+                        bound to NAME. --ttl: how long the token works (N with s, m, h or d; default 24h, at most
+                        365d); --uses: how many keys it may bind (1-1000, default 1); --proxy: the address hosts
+                        connect to (default: this host name, port 22); --host-key-dir: tunneld's host keys, read
+                        from ssh_host_*_key.pub (default /etc/ssh); --host-dir: the directory on the host for key,
+                        token and known_hosts (default /etc/monitoring-proxy); --user: the login name (default
+                        monitoring); --exporter: what the tunnel serves (default localhost:9100); --json: the same
+                        as data. The token is printed only now; inviting NAME again replaces it.
+  invite rm NAME        revoke NAME's invitation (a later use is refused and logged as revoked)
+  invites [--json]      every invitation: state (open, spent, expired, revoked), uses left, expiry, and which
+                        keys used it when; never a token
   import-targets FILE   import the original image's targets file ("localhost:20001 web1" per line, '#'
                         comments). The file is authoritative for what it imported: targets it no longer lists are
                         removed, others keep their keys and labels. Importing the same file twice changes nothing.

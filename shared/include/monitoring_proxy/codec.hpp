@@ -19,9 +19,11 @@ public:
 std::string encode(const TargetRecord& r);
 std::string encode(const TunnelRecord& r);
 std::string encode(const InstanceRecord& r);
+std::string encode(const InviteRecord& r);
 TargetRecord decode_target(std::string_view bytes);
 TunnelRecord decode_tunnel(std::string_view bytes);
 InstanceRecord decode_instance(std::string_view bytes);
+InviteRecord decode_invite(std::string_view bytes);
 std::string encode_u64(std::uint64_t v);
 std::uint64_t decode_u64(std::string_view bytes);
 

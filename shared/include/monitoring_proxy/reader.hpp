@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -55,6 +56,8 @@ public:
     // Everything at once, for discovery, metrics and the status page (allocates; not for the proxy path).
     std::vector<SnapshotEntry> snapshot();
     std::map<std::string, std::uint64_t> counters();
+    // Join tokens' records (never a secret: only its hash is stored), for the status page.
+    std::map<std::string, InviteRecord> invites();
 
     const std::string& dir() const noexcept { return dir_; }
 
@@ -69,6 +72,7 @@ private:
     lmdb::Env declared_, live_;
     lmdb::Txn declared_txn_, live_txn_;
     MDB_dbi targets_{}, tunnels_{}, counters_{};
+    std::optional<MDB_dbi> invites_;  // absent while no writer of this version has opened the registry
     bool have_live_ = false;
 };
 

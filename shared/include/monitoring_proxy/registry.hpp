@@ -70,12 +70,16 @@ public:
     std::vector<std::string> targets_for_key(std::string_view fingerprint);
     std::optional<std::string> target_with_fixed_port(std::uint16_t port);
 
+    // Join tokens (invites/<name>); the target of the same name is declared separately.
+    std::optional<InviteRecord> get_invite(std::string_view name);
+    void put_invite(std::string_view name, const InviteRecord& record);
+
 private:
     friend class Registry;
-    DeclaredTxn(lmdb::Txn& txn, MDB_dbi targets, MDB_dbi key_targets, MDB_dbi fixed_ports)
-        : txn_(txn), targets_(targets), key_targets_(key_targets), fixed_ports_(fixed_ports) {}
+    DeclaredTxn(lmdb::Txn& txn, MDB_dbi targets, MDB_dbi key_targets, MDB_dbi fixed_ports, MDB_dbi invites)
+        : txn_(txn), targets_(targets), key_targets_(key_targets), fixed_ports_(fixed_ports), invites_(invites) {}
     lmdb::Txn& txn_;
-    MDB_dbi targets_, key_targets_, fixed_ports_;
+    MDB_dbi targets_, key_targets_, fixed_ports_, invites_;
 };
 
 // One write transaction on the live environment.
@@ -118,6 +122,8 @@ public:
     std::map<std::uint16_t, std::string> fixed_ports();  // declared fixed port -> its target (the index)
     std::map<std::string, std::uint64_t> counters();
     std::map<std::uint64_t, InstanceRecord> instances();
+    // Every invitation, open or not, by target name (empty for a read-only registry made before invitations).
+    std::map<std::string, InviteRecord> invites();
 
     // tunneld at start: removes tunnels (and instance records) whose owning process is gone, and everything
     // recorded before the last reboot (boot id). Returns the names of the swept tunnels.
@@ -136,6 +142,7 @@ private:
     std::uint32_t opened_version_ = kSchemaVersion;
     lmdb::Env declared_, live_;
     MDB_dbi meta_{}, targets_{}, key_targets_{}, fixed_ports_{};
+    std::optional<MDB_dbi> invites_;  // absent only when opened read-only before any writer created it
     MDB_dbi live_meta_{}, tunnels_{}, instances_{}, counters_{};
 };
 

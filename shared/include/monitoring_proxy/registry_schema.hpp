@@ -8,6 +8,9 @@
 //     targets       target name      -> TargetRecord (encoding below)
 //     key_targets   key fingerprint  -> target name  (MDB_DUPSORT; index of TargetRecord::key_fingerprints)
 //     fixed_ports   port (u16 BE)    -> target name  (index of TargetRecord::fixed_port, one target per port)
+//     invites       target name      -> InviteRecord (join tokens of `tunnelctl invite`). Added without a schema
+//                   version bump: binaries that predate it never open it, so they simply ignore it; readers
+//                   treat a registry without it as one without invitations.
 //
 //   DIR/live/       the *live* environment, written by tunneld only, opened with MDB_NOSYNC: a record of
 //                   connections that exist right now needs no fsync (1,000 reconnects must land within 2 s),
@@ -69,6 +72,7 @@ inline constexpr const char* kDbFixedPorts = "fixed_ports";
 inline constexpr const char* kDbTunnels = "tunnels";
 inline constexpr const char* kDbInstances = "instances";
 inline constexpr const char* kDbCounters = "counters";
+inline constexpr const char* kDbInvites = "invites";
 
 inline constexpr const char* kMetaSchemaVersion = "schema_version";
 inline constexpr const char* kMetaBootId = "boot_id";
@@ -91,6 +95,33 @@ struct TargetRecord {
     std::vector<std::string> path_prefixes;                         // empty: every path allowed
     bool operator==(const TargetRecord&) const = default;
 };
+
+// One use of a join token: when, and which key it bound.
+struct InviteUse {
+    std::int64_t when_unix = 0;
+    std::string key_fingerprint;
+    bool operator==(const InviteUse&) const = default;
+};
+
+// invites/<name>: a join token for the declared target <name> (`tunnelctl invite`). Only the SHA-256 of the
+// token's secret is stored; the token itself is printed once.
+struct InviteRecord {
+    std::string secret_sha256;      // 32 bytes
+    std::int64_t created_unix = 0;
+    std::int64_t expires_unix = 0;  // refused from this second on
+    std::uint16_t uses_left = 0;
+    bool revoked = false;           // `tunnelctl invite rm`: kept, so that a later use is logged as revoked
+    std::vector<InviteUse> uses;    // oldest first
+    bool operator==(const InviteRecord&) const = default;
+};
+
+// "open" (usable now), "revoked", "expired" or "spent".
+inline const char* invite_state(const InviteRecord& r, std::int64_t now_unix) {
+    if (r.revoked) return "revoked";
+    if (now_unix >= r.expires_unix) return "expired";
+    if (r.uses_left == 0) return "spent";
+    return "open";
+}
 
 // live tunnels/<name>
 struct TunnelRecord {
@@ -130,6 +161,8 @@ enum class TunneldCounter : std::uint8_t {
     kChannelsRefused = 10,
     kGlobalRequestsRefused = 11,
     kConnectionsRefused = 12,
+    kEnrolments = 13,
+    kEnrolmentsRefused = 14,
 };
 
 enum class CounterLabel : std::uint8_t { kNone, kReason, kType, kTunnel };
@@ -163,6 +196,10 @@ inline constexpr CounterSpec kTunneldCounters[] = {
      "Refused global requests other than tcpip-forward."},
     {TunneldCounter::kConnectionsRefused, "connections_refused_total", CounterLabel::kReason,
      "SSH connections closed before authentication, by reason."},
+    {TunneldCounter::kEnrolments, "enrolments_total", CounterLabel::kNone,
+     "Keys bound to a target by a join token (tunnelctl invite)."},
+    {TunneldCounter::kEnrolmentsRefused, "enrolments_refused_total", CounterLabel::kReason,
+     "Join tokens refused, by reason."},
 };
 
 inline constexpr const char* counter_label_name(CounterLabel label) {

@@ -1,0 +1,321 @@
+"""Join tokens with the real clients: `tunnelctl invite` prints a host's setup, and running exactly those lines
+enrols the host (OpenSSH via SSH_ASKPASS, dropbear's dbclient, PuTTY's plink), which then reconnects with its key
+alone and is scraped through nginx by Prometheus. Every refusal has its own log line and counter, and tells the
+client nothing more than "permission denied"."""
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import tempfile
+
+import pytest
+
+import mp
+import nginx_harness as h
+import ssh_harness as s
+from test_prometheus_chain import PAGES, Prometheus
+
+REFUSED = "Permission denied (keyboard-interactive)."
+
+
+@pytest.fixture
+def tunneld(procs, workdir, monkeypatch):
+    monkeypatch.setenv("MONITORING_PROXY_REGISTRY_GROUP", h.REGISTRY_GROUP)  # nginx's workers read it
+    return s.Tunneld(procs, workdir).start()
+
+
+def invite(tunneld, name, host_dir, exporter_port=9, *flags):
+    r = tunneld.tunnelctl("invite", name, "--proxy", f"127.0.0.1:{tunneld.port}", "--host-key-dir", tunneld.host_keys,
+                          "--host-dir", host_dir, "--exporter", f"127.0.0.1:{exporter_port}", "--json", *flags)
+    return json.loads(r.stdout)
+
+
+def run_setup(inv):
+    for line in inv["setup"]:
+        subprocess.run(["sh", "-c", line], check=True, timeout=30)
+
+
+def command(line, *extra):
+    """A printed `VAR=value ... ssh ARGS` line as (environment, argv), `extra` options put right after ssh."""
+    words = shlex.split(line)
+    env = {}
+    while "=" in words[0]:
+        k, v = words.pop(0).split("=", 1)
+        env[k] = v
+    return env, [words[0], *extra, *words[1:]]
+
+
+def start_printed(procs, line, *extra, name="ssh"):
+    env, argv = command(line, *extra)
+    return procs.start(argv, env=env, name=name)
+
+
+def run_printed(line, *extra, timeout=20):
+    env, argv = command(line, *extra)
+    return subprocess.run(argv, env={**os.environ, **env}, capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def unit_command(unit):
+    """The unit's Environment= and ExecStart= as (environment, argv)."""
+    env, argv = {}, None
+    for line in unit.splitlines():
+        if line.startswith("Environment="):
+            env.update(w.split("=", 1) for w in shlex.split(line[len("Environment="):]))
+        if line.startswith("ExecStart="):
+            argv = shlex.split(line[len("ExecStart="):])
+    return env, argv
+
+
+def invites(tunneld):
+    return {i["name"]: i for i in json.loads(tunneld.tunnelctl("invites", "--json").stdout)}
+
+
+def keys_of(tunneld, name):
+    return json.loads(tunneld.tunnelctl("show", name, "--json").stdout)["keys"]
+
+
+def enrolments(tunneld, reason=None):
+    c = tunneld.counters()
+    return c.get(f'enrolments_refused_total{{reason="{reason}"}}', 0) if reason else c.get("enrolments_total", 0)
+
+
+def status_invitation(nginx, name):
+    status = json.loads(nginx.get("/-/status?format=json")[1])
+    return next(i for i in status["invitations"] if i["name"] == name)
+
+
+def test_openssh_enrols_with_the_printed_lines_then_the_key_alone_is_scraped(tunneld, procs, workdir):
+    node = procs.start(["prometheus-node-exporter", f"--web.listen-address=127.0.0.1:{mp.free_port()}"],
+                       name="node_exporter")
+    node_port = int(node.args[1].rsplit(":", 1)[1])
+    mp.wait_until(lambda: mp.port_open(node_port), timeout=15, what="node_exporter")
+    env = h.Env(workdir, procs)
+    env.registry.path = tunneld.registry
+    try:
+        nginx = env.nginx(server_extra=PAGES).start()
+        prometheus = Prometheus(procs, workdir, f"http://127.0.0.1:{nginx.port}/-/sd")
+        host = os.path.join(workdir, "host")
+        inv = invite(tunneld, "web1", host, node_port, "--label", "env=prod")
+        assert inv["declared"] and inv["uses"] == 1 and inv["token"].startswith("web1.")
+        run_setup(inv)
+        assert os.stat(os.path.join(host, "join-token")).st_mode & 0o777 == 0o600
+        assert os.stat(host).st_mode & 0o777 == 0o700
+        fingerprint = s.fingerprint(os.path.join(host, "id_ed25519.pub"))
+        secret = inv["token"].split(".")[1]
+        listed = invites(tunneld)["web1"]
+        assert listed["state"] == "open" and secret not in json.dumps(listed)
+        assert status_invitation(nginx, "web1")["state"] == "open"
+
+        client = start_printed(procs, inv["ssh"])
+        mp.wait_until(lambda: tunneld.connected("web1"), 15, what="web1 enrolled and connected")
+        assert inv["token"] not in " ".join(client.args)  # never on the command line
+        assert keys_of(tunneld, "web1") == [fingerprint]
+        assert "enrolment accepted client=127.0.0.1:" in tunneld.log() and "target=web1 uses_left=0" in tunneld.log()
+        used = invites(tunneld)["web1"]
+        assert used["state"] == "spent" and [u["fingerprint"] for u in used["uses"]] == [fingerprint]
+        mp.wait_until(lambda: enrolments(tunneld) == 1, 10, what="enrolments_total 1")
+        shown = status_invitation(nginx, "web1")
+        assert shown["state"] == "spent" and [u["fingerprint"] for u in shown["uses"]] == [fingerprint]
+        page = nginx.get("/-/status")[1]
+        assert 'data-invite="web1"' in page and fingerprint in page and secret not in page
+        mp.wait_until(lambda: prometheus.up("web1") and prometheus.up("web1")[1] == 1, timeout=30,
+                      what="Prometheus scrapes web1 through the tunnel")
+        assert prometheus.up("web1")[0]["env"] == "prod"
+
+        # The printed unit's command, with autossh as systemd would run it: the key alone, token spent.
+        procs.stop(client)
+        mp.wait_until(lambda: not tunneld.connected("web1"), 10, what="web1 disconnected")
+        unit_env, argv = unit_command(inv["unit"])
+        procs.start(argv, env=unit_env, name="autossh")
+        mp.wait_until(lambda: tunneld.connected("web1"), 15, what="web1 reconnected by autossh")
+        assert tunneld.log().count("enrolment accepted") == 1 and "enrolment refused" not in tunneld.log()
+        assert nginx.get("/web1/metrics")[0] == 200
+    finally:
+        env.close()
+
+
+def test_printed_unit_passes_systemd_analyze_verify(tunneld, workdir):
+    inv = invite(tunneld, "web1", "/etc/monitoring-proxy")
+    assert inv["unit_path"] == "/etc/systemd/system/monitoring-proxy-tunnel.service"
+    unit = os.path.join(workdir, "monitoring-proxy-tunnel.service")
+    with open(unit, "w") as f:
+        f.write(inv["unit"])
+    verify = subprocess.run(["systemd-analyze", "verify", unit], capture_output=True, text=True, timeout=60)
+    assert verify.returncode == 0 and not (verify.stdout + verify.stderr).strip(), verify.stdout + verify.stderr
+
+
+def test_printed_known_hosts_line_refuses_another_host_key(tunneld, workdir):
+    host = os.path.join(workdir, "host")
+    inv = invite(tunneld, "web1", host)
+    run_setup(inv)
+    old_port = tunneld.port
+    tunneld.stop()
+    shutil.rmtree(tunneld.host_keys)  # tunneld makes a new host key: what an impostor would present
+    tunneld.start()
+    # Same pinned key, new port (the harness picks one): the pin now names this tunneld.
+    known_hosts = os.path.join(host, "known_hosts")
+    with open(known_hosts) as f:
+        pinned = f.read().replace(f"]:{old_port} ", f"]:{tunneld.port} ")
+    with open(known_hosts, "w") as f:
+        f.write(pinned)
+    r = run_printed(inv["ssh"].replace(f" -p {old_port} ", f" -p {tunneld.port} "))
+    assert r.returncode == 255 and "REMOTE HOST IDENTIFICATION HAS CHANGED" in r.stderr, r.stderr
+    assert invites(tunneld)["web1"]["state"] == "open"  # the token never left the host
+    assert "auth partial" not in tunneld.log()
+
+
+def refused_attempt(tunneld, host, token, source, name="web1"):
+    """One connection from `source` presenting `token` with a new key; returns the client's result."""
+    os.makedirs(host, exist_ok=True)
+    inv_dir = tempfile.mkdtemp(prefix=source + "-", dir=host)
+    key = s.keygen(inv_dir, "id_ed25519")
+    with open(os.path.join(inv_dir, "token"), "w", opener=lambda p, f: os.open(p, f, 0o600)) as f:
+        f.write(token + "\n")
+    askpass = os.path.join(inv_dir, "askpass")
+    with open(askpass, "w") as f:
+        f.write(f"#!/bin/sh\nexec cat {inv_dir}/token\n")
+    os.chmod(askpass, 0o700)
+    line = (f"SSH_ASKPASS={askpass} SSH_ASKPASS_REQUIRE=force ssh -N -o StrictHostKeyChecking=no "
+            f"-o UserKnownHostsFile=/dev/null -o IdentitiesOnly=yes -i {key} -o KbdInteractiveAuthentication=yes "
+            f"-o PreferredAuthentications=publickey,keyboard-interactive -p {tunneld.port} "
+            f"-R {name}:80:127.0.0.1:9 monitoring@127.0.0.1")
+    return run_printed(line, "-o", f"BindAddress={source}", "-o", "NumberOfPasswordPrompts=1"), key
+
+
+def test_every_refusal_is_logged_counted_and_looks_the_same_to_the_client(tunneld, procs, workdir):
+    host = os.path.join(workdir, "hosts")
+    good = invite(tunneld, "web1", os.path.join(workdir, "web1"))
+    secret_of_web1 = good["token"].split(".", 1)[1]
+    other_secret = invite(tunneld, "web9", os.path.join(workdir, "web9"))["token"].split(".", 1)[1]
+    expired = invite(tunneld, "web2", os.path.join(workdir, "web2"), 9, "--ttl", "1s")
+    revoked = invite(tunneld, "web3", os.path.join(workdir, "web3"))
+    assert "revoked the invitation for web3" in tunneld.tunnelctl("invite", "rm", "web3").stdout
+    spent = invite(tunneld, "web4", os.path.join(workdir, "web4"))
+    run_setup(spent)
+    first = start_printed(procs, spent["ssh"])
+    mp.wait_until(lambda: tunneld.connected("web4"), 15, what="web4 enrolled")
+    mp.wait_until(lambda: invites(tunneld)["web2"]["state"] == "expired", 5, what="web2's invitation expired")
+
+    cases = [  # (reason, token, target the client asks for)
+        ("wrong_token", "web1." + other_secret, "web1"),
+        ("unknown_name", "nosuch." + secret_of_web1, "nosuch"),
+        ("malformed", "not a token", "web1"),
+        ("expired", expired["token"], "web2"),
+        ("revoked", revoked["token"], "web3"),
+        ("spent", spent["token"], "web4"),  # the same token replayed by another key
+    ]
+    stderr = {}
+    for i, (reason, token, target) in enumerate(cases):
+        r, key = refused_attempt(tunneld, host, token, f"127.0.0.{10 + i}", target)
+        assert r.returncode == 255, (reason, r.stderr)
+        stderr[reason] = r.stderr.strip().splitlines()[-1].split(": ", 1)[1]
+        log = tunneld.wait_log(f"enrolment refused client=127.0.0.{10 + i}:")
+        assert f"reason={reason}" in log.split(f"enrolment refused client=127.0.0.{10 + i}:")[1].splitlines()[0]
+        mp.wait_until(lambda: enrolments(tunneld, reason) == 1, 10, what=f"enrolments_refused_total {reason}")
+        assert s.fingerprint(key + ".pub") not in json.dumps(tunneld.ls())
+    assert set(stderr.values()) == {REFUSED}, stderr  # whether a name exists is never told
+    assert keys_of(tunneld, "web1") == [] and keys_of(tunneld, "web3") == []
+    assert len(keys_of(tunneld, "web4")) == 1 and tunneld.connected("web4")
+    assert enrolments(tunneld) == 1
+    procs.stop(first)
+
+    # Per source address: 5 attempts at once, then one every 12 s.
+    for attempt in range(8):
+        refused_attempt(tunneld, host, "web1." + other_secret, "127.0.0.50")
+        if "reason=rate_limited" in tunneld.log():
+            break
+    assert attempt == 5 and "enrolment refused client=127.0.0.50:" in tunneld.log()
+    mp.wait_until(lambda: enrolments(tunneld, "rate_limited") == 1, 10, what="rate_limited counted")
+    assert enrolments(tunneld, "wrong_token") == 6
+
+
+def test_a_single_use_token_used_concurrently_binds_exactly_one_key(tunneld, procs, workdir):
+    first = os.path.join(workdir, "host0")
+    inv = invite(tunneld, "web1", first)
+    run_setup(inv)
+    lines = [inv["ssh"]]
+    for i in range(1, 4):
+        other = os.path.join(workdir, f"host{i}")
+        shutil.copytree(first, other)
+        for f in ("id_ed25519", "id_ed25519.pub"):
+            os.unlink(os.path.join(other, f))
+        s.keygen(other, "id_ed25519")
+        lines.append(inv["ssh"].replace(first, other))
+    clients = [start_printed(procs, line, "-o", f"BindAddress=127.0.0.{20 + i}", "-o", "NumberOfPasswordPrompts=1",
+                             name=f"ssh{i}") for i, line in enumerate(lines)]
+    mp.wait_until(lambda: sum(c.poll() is not None for c in clients) == 3 and tunneld.connected("web1"), 20,
+                  what="three clients refused, one connected")
+    assert len(keys_of(tunneld, "web1")) == 1
+    # Refused as spent, or (once the only invitation was spent) as an unknown key before any token prompt.
+    log = tunneld.log()
+    assert log.count("enrolment accepted") == 1
+    assert log.count("reason=spent") + log.count("reason=unknown_key") == 3, log
+    winner = [i for i, c in enumerate(clients) if c.poll() is None]
+    assert keys_of(tunneld, "web1") == [s.fingerprint(os.path.join(workdir, f"host{winner[0]}", "id_ed25519.pub"))]
+
+
+def test_dropbear_and_putty_enrol_then_reconnect_with_the_key_alone(tunneld, procs, workdir):
+    # dbclient has no SSH_ASKPASS in Debian's build: DROPBEAR_PASSWORD answers its keyboard-interactive prompt.
+    # Its known_hosts is ~/.ssh/known_hosts, matched on the host name alone.
+    home = os.path.join(workdir, "dbhome")
+    os.makedirs(os.path.join(home, ".ssh"), mode=0o700)
+    with open(os.path.join(tunneld.host_keys, "ssh_host_ed25519_key.pub")) as f:
+        host_key = " ".join(f.read().split()[:2])
+    with open(os.path.join(home, ".ssh", "known_hosts"), "w") as f:
+        f.write(f"127.0.0.1 {host_key}\n")
+    db_key = os.path.join(workdir, "id_dropbear")
+    subprocess.run(["dropbearkey", "-t", "ed25519", "-f", db_key], check=True, capture_output=True)
+    db_token = invite(tunneld, "web-db", os.path.join(workdir, "unused-db"))["token"]
+    db_args = ["dbclient", "-N", "-i", db_key, "-p", str(tunneld.port), "-R", "web-db:80:127.0.0.1:9",
+               "monitoring@127.0.0.1"]
+    db = procs.start(db_args, env={"HOME": home, "DROPBEAR_PASSWORD": db_token}, name="dbclient")
+    mp.wait_until(lambda: tunneld.connected("web-db"), 15, what="dbclient enrolled")
+    procs.stop(db)
+    mp.wait_until(lambda: not tunneld.connected("web-db"), 10, what="dbclient gone")
+    procs.start(db_args, env={"HOME": home}, name="dbclient-again")
+    mp.wait_until(lambda: tunneld.connected("web-db"), 15, what="dbclient reconnected with its key alone")
+
+    # plink reads the answer from -pwfile, pins the host key with -hostkey (invite prints the fingerprint).
+    inv = invite(tunneld, "web-putty", os.path.join(workdir, "unused-putty"))
+    token_file = os.path.join(workdir, "putty-token")
+    with open(token_file, "w", opener=lambda p, f: os.open(p, f, 0o600)) as f:
+        f.write(inv["token"] + "\n")
+    key = s.keygen(workdir, "id_putty")
+    subprocess.run(["puttygen", key, "-O", "private", "-o", key + ".ppk"], check=True, capture_output=True)
+    plink = ["plink", "-ssh", "-batch", "-N", "-hostkey", inv["host_key_fingerprints"][0], "-i", key + ".ppk",
+             "-P", str(tunneld.port), "-R", "web-putty:80:127.0.0.1:9", "monitoring@127.0.0.1"]
+    first = procs.start([*plink[:-1], "-pwfile", token_file, plink[-1]], name="plink")
+    mp.wait_until(lambda: tunneld.connected("web-putty"), 15, what="plink enrolled")
+    procs.stop(first)
+    mp.wait_until(lambda: not tunneld.connected("web-putty"), 10, what="plink gone")
+    procs.start(plink, name="plink-again")
+    mp.wait_until(lambda: tunneld.connected("web-putty"), 15, what="plink reconnected with its key alone")
+    assert tunneld.log().count("enrolment accepted") == 2 and "enrolment refused" not in tunneld.log()
+
+
+def test_invite_refuses_bad_flags_and_changes_nothing(tunneld, workdir):
+    base = ["invite", "web1", "--proxy", "127.0.0.1:2222", "--host-key-dir", tunneld.host_keys]
+    for flags, status, message in [
+        (["--ttl", "0"], 1, 'invalid --ttl "0"'),
+        (["--ttl", "366d"], 1, 'invalid --ttl "366d"'),
+        (["--uses", "0"], 1, 'invalid --uses "0"'),
+        (["--proxy", "a b"], 1, 'invalid --proxy "a b"'),
+        (["--host-dir", "relative"], 1, "--host-dir must be an absolute path"),
+        (["--label", "__x=1"], 2, "reserved by Prometheus"),
+        (["--host-key-dir", workdir], 2, f"no ssh_host_*_key.pub in {workdir}"),
+    ]:
+        r = tunneld.tunnelctl(*base, *flags, check=False)
+        assert r.returncode == status and message in r.stderr, (flags, r.stderr)
+    assert tunneld.entry("web1") is None and invites(tunneld) == {}
+    r = tunneld.tunnelctl("invite", "rm", "web1", check=False)
+    assert r.returncode == 2 and 'no invitation for "web1"' in r.stderr
+    text = tunneld.tunnelctl(*base, "--ttl", "30m").stdout  # the human form prints the same lines
+    for expected in ["the token works 1 time until", "ssh-keygen -q -t ed25519 -N '' -C web1 -f "
+                     "/etc/monitoring-proxy/id_ed25519", "printf '[127.0.0.1]:2222 ssh-ed25519 ",
+                     "cat > /etc/systemd/system/monitoring-proxy-tunnel.service <<'EOF'\n[Unit]\n",
+                     "SSH_ASKPASS=/etc/monitoring-proxy/askpass SSH_ASKPASS_REQUIRE=force ssh -N ",
+                     "-p 2222 -R web1:80:localhost:9100 monitoring@127.0.0.1\n"]:
+        assert expected in text, expected
+    assert invites(tunneld)["web1"]["state"] == "open"
