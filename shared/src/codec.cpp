@@ -219,7 +219,7 @@ std::string encode(const InviteRecord& r) {
 }
 
 InviteRecord decode_invite(std::string_view bytes) {
-    Reader in(bytes, "invite");
+    FieldReader in(bytes, "invite");
     InviteRecord r;
     r.secret_sha256 = in.string("secret_sha256");
     if (r.secret_sha256.size() != 32) in.fail("secret hash is not 32 bytes");

@@ -3,6 +3,7 @@
 // invitation to check; only SHA-256(SECRET) is stored (InviteRecord::secret_sha256).
 #pragma once
 
+#include "monitoring_proxy/names.hpp"
 #include "monitoring_proxy/registry_schema.hpp"
 
 #include <optional>
@@ -12,7 +13,7 @@
 namespace monitoring_proxy::registry {
 
 inline constexpr std::size_t kInviteSecretLength = 43;
-inline constexpr std::size_t kInviteTokenMaxLength = kMaxNameLength + 1 + kInviteSecretLength;
+inline constexpr std::size_t kInviteTokenMaxLength = kMaxTargetNameLength + 1 + kInviteSecretLength;
 
 struct InviteToken {
     std::string name;
