@@ -132,6 +132,9 @@ enum class TunneldCounter : std::uint8_t {
     kChannelsRefused = 10,
     kGlobalRequestsRefused = 11,
     kConnectionsRefused = 12,
+    kAcceptPauses = 13,
+    kRelaysRefused = 14,
+    kRelaysAbandoned = 15,
 };
 
 enum class CounterLabel : std::uint8_t { kNone, kReason, kType, kTunnel };
@@ -165,6 +168,12 @@ inline constexpr CounterSpec kTunneldCounters[] = {
      "Refused global requests other than tcpip-forward."},
     {TunneldCounter::kConnectionsRefused, "connections_refused_total", CounterLabel::kReason,
      "SSH connections closed before authentication, by reason."},
+    {TunneldCounter::kAcceptPauses, "accept_pauses_total", CounterLabel::kNone,
+     "Times tunneld ran out of file descriptors and paused accepting SSH connections."},
+    {TunneldCounter::kRelaysRefused, "relays_refused_total", CounterLabel::kReason,
+     "Scrape connections closed at once because their session holds its maximum of relays."},
+    {TunneldCounter::kRelaysAbandoned, "relays_abandoned_total", CounterLabel::kReason,
+     "Relays ended because the scraper or the client gave up on them, by reason."},
 };
 
 inline constexpr const char* counter_label_name(CounterLabel label) {
