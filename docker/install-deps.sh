@@ -23,6 +23,7 @@ test=(
   shellcheck                 # the image's entrypoint is checked by it
   clang libclang-rt-14-dev   # libFuzzer targets (tests/fuzz)
   python3 python3-pytest
+  python3-paramiko           # a misbehaving SSH host for the hostile suite (tests/e2e/misbehaving_host.py)
   chromium                   # the status page, rendered headless in tests
   mmdebstrap lintian systemd # the .debs installed into a fresh bookworm root, linted, their unit verified
 )

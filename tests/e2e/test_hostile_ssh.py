@@ -208,7 +208,7 @@ def test_unauthenticated_connections_are_capped_and_timed_out(stack, scraping, p
         for s in idle:
             _, closed = hh.read_until_closed(s, timeout=max(0.1, deadline - time.monotonic()))
             assert closed, "an unauthenticated connection outlived the login grace time"
-        admitted = stack.log_since(mark).count("connect client=127.0.3.")
+        admitted = stack.log_since(mark).count(": connect client=127.0.3.")
         assert 64 <= admitted < 200, admitted
         stack.wait_counter('auth_failures_total{reason="grace_time"}', grace_before + admitted)
         assert "login grace time exceeded" in stack.log_since(mark)

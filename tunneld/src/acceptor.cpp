@@ -67,7 +67,8 @@ Acceptor::Acceptor(ServerContext& ctx, ssh_bind bind) : ctx_(ctx), bind_(bind) {
         throw std::runtime_error("cannot listen on " + ctx_.options.listen_host + ":" + port + ": " + err);
     }
     freeaddrinfo(res);
-    listen_text_ = ctx_.options.listen_host + ":" + port;
+    const std::string& host = ctx_.options.listen_host;
+    listen_text_ = (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + port;
     stop_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 }
 
@@ -180,6 +181,13 @@ void Acceptor::hand_over(int fd, const sockaddr_storage& peer) {
 void Acceptor::refuse(Admission verdict, const std::string& client, const std::string& ip) {
     const char* reason = admission_reason(verdict);
     ctx_.counters.add(Counter::kConnectionsRefused, reason);
+    // A flood must not become a log flood: one line per reason and second, saying how many went unlogged.
+    RefusalLog& slot = refusal_log_[reason];
+    auto now = Clock::now();
+    if (slot.last_line && now - *slot.last_line < std::chrono::seconds(1)) {
+        ++slot.unlogged;
+        return;
+    }
     const PreauthLimits& limits = ctx_.admission.limits();
     std::string detail;
     switch (verdict) {
@@ -195,13 +203,6 @@ void Acceptor::refuse(Admission verdict, const std::string& client, const std::s
         default:
             detail = "too many unauthenticated connections (" + std::to_string(limits.full) + ")";
             break;
-    }
-    // A flood must not become a log flood: one line per reason and second, saying how many went unlogged.
-    RefusalLog& slot = refusal_log_[reason];
-    auto now = Clock::now();
-    if (slot.last_line && now - *slot.last_line < std::chrono::seconds(1)) {
-        ++slot.unlogged;
-        return;
     }
     log_line("connect refused client=" + client + " reason=" + reason + " detail=" + log_quote(detail) +
              (slot.unlogged ? " unlogged_since_last=" + std::to_string(slot.unlogged) : std::string()));

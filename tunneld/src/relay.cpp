@@ -31,7 +31,7 @@ constexpr auto kChannelOpenTimeout = std::chrono::seconds(10);
 constexpr auto kClientAnswerTimeout = std::chrono::seconds(10);
 // Concurrent relays per session: a target is scraped by one or two Prometheus servers a few times a minute, so
 // this leaves room for 16 forwards with several scrapes each, and caps a host that never ends its channels at
-// 64 descriptors (plus its socket, the socket's watch dup and up to 16 listeners).
+// 64 descriptors (plus its socket, the socket's watch dup and up to 32 listeners).
 constexpr std::size_t kMaxRelaysPerSession = 64;
 }  // namespace
 
