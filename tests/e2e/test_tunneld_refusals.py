@@ -181,6 +181,36 @@ def test_unauthenticated_connections_per_address_cap_and_recovery(procs, workdir
     mp.wait_until(lambda: t.connected("web"), 10, what="normal client accepted after the storm")
 
 
+def test_pre_auth_limits_follow_their_flags(procs, workdir):
+    """--per-source-max-startups 3 and --max-startups 5:100:8 (refuse every new one from 5 in all on)."""
+    t = Tunneld(procs, workdir, extra=["--per-source-max-startups", "3", "--max-startups", "5:100:8"])
+    t.start()
+    assert "max_startups=5:100:8 per_source_max_startups=3" in t.log()
+
+    def attempt(source):
+        s = socket.create_connection(("127.0.0.1", t.port), timeout=5, source_address=(source, 0))
+        s.settimeout(5)
+        if s.recv(100).startswith(b"SSH-2.0-"):
+            return s
+        s.close()
+        return None
+
+    held = []
+    try:
+        held += [attempt("127.0.0.1") for _ in range(3)]
+        assert all(held)
+        assert attempt("127.0.0.1") is None
+        t.wait_log("reason=per_source")
+        held += [attempt("127.0.0.6"), attempt("127.0.0.7")]
+        assert all(held)
+        assert attempt("127.0.0.8") is None
+        t.wait_log("reason=random_early_drop")
+    finally:
+        for s in held:
+            if s:
+                s.close()
+
+
 def test_garbage_on_the_ssh_port_is_dropped_without_harm(procs, workdir, exporter):
     t = Tunneld(procs, workdir)
     key = keygen(workdir, "k")

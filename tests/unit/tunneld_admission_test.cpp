@@ -1,5 +1,6 @@
 #include <catch2/catch.hpp>
 
+#include "options.hpp"
 #include "preauth_admission.hpp"
 
 using namespace tunneld;
@@ -70,4 +71,27 @@ TEST_CASE("the default draw refuses about the configured share at start") {
     }
     CHECK(refused > 450);  // 30 % of 2000 = 600; far outside chance on either side
     CHECK(refused < 750);
+}
+
+TEST_CASE("--max-startups and --per-source-max-startups set the limits, sshd's syntax") {
+    auto o = parse_options({"--max-startups", "20:50:80", "--per-source-max-startups=3"});
+    CHECK(o.preauth.drop_start == 20);
+    CHECK(o.preauth.drop_rate_percent == 50);
+    CHECK(o.preauth.full == 80);
+    CHECK(o.preauth.per_source == 3);
+    auto d = parse_options({});
+    CHECK(d.preauth.per_source == 10);
+    CHECK(d.preauth.full == 256);
+    CHECK_THROWS_AS(parse_options({"--max-startups", "10:30"}), UsageError);
+    CHECK_THROWS_AS(parse_options({"--max-startups", "90:30:80"}), UsageError);
+    CHECK_THROWS_AS(parse_options({"--max-startups", "10:101:80"}), UsageError);
+    CHECK_THROWS_AS(parse_options({"--per-source-max-startups", "0"}), UsageError);
+}
+
+TEST_CASE("START = FULL is a plain cap: nothing dropped below it") {
+    PreauthAdmission a(PreauthLimits{256, 256, 30, 256}, [] { return 0.0; });
+    CHECK(a.drop_probability(255) == 0.0);
+    CHECK(a.drop_probability(256) == 1.0);
+    for (int i = 0; i < 256; ++i) REQUIRE(a.admit("127.0.0.1") == Admission::kAdmitted);
+    CHECK(a.admit("127.0.0.1") == Admission::kPerSource);
 }

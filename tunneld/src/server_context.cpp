@@ -46,7 +46,10 @@ void Counters::flush(RegistryGateway& registry) noexcept {
 }
 
 ServerContext::ServerContext(Options opts, monitoring_proxy::registry::Registry reg)
-    : options(std::move(opts)), registry(std::move(reg)), tunnels(options.port_range, random_loopback_start()) {
+    : options(std::move(opts)),
+      registry(std::move(reg)),
+      admission(options.preauth),
+      tunnels(options.port_range, random_loopback_start()) {
     std::random_device rd;
     while (instance_id == 0) instance_id = (std::uint64_t{rd()} << 32) ^ rd();
     authorized_keys_ = std::make_shared<AuthorizedKeys>();
