@@ -73,7 +73,7 @@ TEST_CASE("the default draw refuses about the configured share at start") {
     CHECK(refused < 750);
 }
 
-TEST_CASE("--max-startups and --per-source-max-startups set the limits, sshd's syntax") {
+TEST_CASE("the pre-auth flags set the limits, in sshd's syntax") {
     auto o = parse_options({"--max-startups", "20:50:80", "--per-source-max-startups=3"});
     CHECK(o.preauth.drop_start == 20);
     CHECK(o.preauth.drop_rate_percent == 50);
