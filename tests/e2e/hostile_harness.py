@@ -166,9 +166,23 @@ def listeners_on(port):
     return [line.split()[3] for line in out.splitlines() if line.strip()]
 
 
-def raw_connect(port, timeout=5):
-    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    return s
+def raw_connect(port, timeout=5, source=None):
+    """A TCP connection to 127.0.0.1:port, from the loopback address `source` if given (tunneld limits
+    unauthenticated connections per address)."""
+    return socket.create_connection(("127.0.0.1", port), timeout=timeout,
+                                    source_address=(source, 0) if source else None)
+
+
+def login_with_retries(stack, key_name, forward, target, attempts=20):
+    """`ssh -N -R forward` started again until it serves `target`, as autossh would: while many connections have
+    not authenticated, tunneld refuses some new ones at random (random early drop). Returns the ssh process."""
+    for _ in range(attempts):
+        client = stack.tunneld.ssh(stack.keys[key_name], forward, name=f"ssh-{key_name}")
+        mp.wait_until(lambda: client.poll() is not None or stack.tunneld.connected(target), 15,
+                      what=f"{target} connected or its ssh refused")
+        if client.poll() is None:
+            return client
+    raise AssertionError(f"{target}: no login in {attempts} attempts")
 
 
 def read_until_closed(sock, limit=1 << 16, timeout=10):

@@ -151,30 +151,64 @@ def test_user_flag_refuses_other_login_names(procs, workdir):
     mp.wait_until(lambda: t.connected("web"), 10, what="web connected as tunnel")
 
 
-def test_unauthenticated_connection_cap_and_recovery(procs, workdir, exporter):
+def test_unauthenticated_connections_per_address_cap_and_recovery(procs, workdir, exporter):
     t = Tunneld(procs, workdir)
     key = keygen(workdir, "k")
     t.tunnelctl("add", "web", "--key-file", key + ".pub")
     t.start()
     idle = []
     try:
-        for _ in range(256):  # tunneld's cap on connections that have not authenticated
+        for _ in range(10):  # tunneld's cap on unauthenticated connections from one address
             idle.append(socket.create_connection(("127.0.0.1", t.port), timeout=5))
-        mp.wait_until(lambda: t.log().count("connect client=") >= 256, 20, what="256 connections handed over")
+        mp.wait_until(lambda: t.log().count("connect client=") >= 10, 20, what="10 connections handed over")
         extra = socket.create_connection(("127.0.0.1", t.port), timeout=5)
         try:
             extra.settimeout(5)
             assert extra.recv(100) == b""  # closed at once, before any SSH banner
         finally:
             extra.close()
-        t.wait_log("too many unauthenticated connections")
+        t.wait_log("reason=per_source")
+        # another address is not affected
+        other = socket.create_connection(("127.0.0.1", t.port), timeout=5, source_address=("127.0.0.5", 0))
+        with other:
+            assert other.recv(100).startswith(b"SSH-2.0-")
     finally:
         for s in idle:
             s.close()
-    # The idle connections are gone: the counter came back down and a real client gets in.
-    mp.wait_until(lambda: t.log().count("disconnect client=") >= 256, 20, what="idle connections closed")
+    # The idle connections are gone: their slots came back and a real client from the same address gets in.
+    mp.wait_until(lambda: t.log().count("disconnect client=") >= 11, 20, what="idle connections closed")
     t.ssh(key, f"web:80:127.0.0.1:{exporter.port}")
     mp.wait_until(lambda: t.connected("web"), 10, what="normal client accepted after the storm")
+
+
+def test_pre_auth_limits_follow_their_flags(procs, workdir):
+    """--per-source-max-startups 3 and --max-startups 5:100:8 (refuse every new one from 5 in all on)."""
+    t = Tunneld(procs, workdir, extra=["--per-source-max-startups", "3", "--max-startups", "5:100:8"])
+    t.start()
+    assert "max_startups=5:100:8 per_source_max_startups=3" in t.log()
+
+    def attempt(source):
+        s = socket.create_connection(("127.0.0.1", t.port), timeout=5, source_address=(source, 0))
+        s.settimeout(5)
+        if s.recv(100).startswith(b"SSH-2.0-"):
+            return s
+        s.close()
+        return None
+
+    held = []
+    try:
+        held += [attempt("127.0.0.1") for _ in range(3)]
+        assert all(held)
+        assert attempt("127.0.0.1") is None
+        t.wait_log("reason=per_source")
+        held += [attempt("127.0.0.6"), attempt("127.0.0.7")]
+        assert all(held)
+        assert attempt("127.0.0.8") is None
+        t.wait_log("reason=random_early_drop")
+    finally:
+        for s in held:
+            if s:
+                s.close()
 
 
 def test_garbage_on_the_ssh_port_is_dropped_without_harm(procs, workdir, exporter):

@@ -87,7 +87,10 @@ int run(const Options& options) {
              std::to_string(options.listen_port) + " registry=" + open_options.dir +
              " port_range=" + std::to_string(options.port_range.lo) + "-" + std::to_string(options.port_range.hi) +
              " workers=" + std::to_string(ctx->workers.size()) + " instance=" + std::to_string(ctx->instance_id) +
-             " keepalive=" + std::to_string(options.keepalive_seconds) + "x" + std::to_string(options.keepalive_max));
+             " keepalive=" + std::to_string(options.keepalive_seconds) + "x" + std::to_string(options.keepalive_max) +
+             " max_startups=" + std::to_string(options.preauth.drop_start) + ":" +
+             std::to_string(options.preauth.drop_rate_percent) + ":" + std::to_string(options.preauth.full) +
+             " per_source_max_startups=" + std::to_string(options.preauth.per_source));
 
     int stop_signal = 0;
     while (stop_signal == 0) {

@@ -34,6 +34,22 @@ void parse_range(const std::string& text, Options& o) {
     o.port_range = {static_cast<std::uint16_t>(lo), static_cast<std::uint16_t>(hi)};
 }
 
+// sshd's MaxStartups syntax: START:RATE:FULL.
+void parse_max_startups(const std::string& text, Options& o) {
+    const std::string flag = "--max-startups";
+    auto first = text.find(':');
+    auto second = first == std::string::npos ? std::string::npos : text.find(':', first + 1);
+    if (second == std::string::npos) throw UsageError(flag + ": expected START:RATE:FULL, got \"" + text + "\"");
+    auto start = parse_number(flag, text.substr(0, first), 1, 100000);
+    auto rate = parse_number(flag, text.substr(first + 1, second - first - 1), 0, 100);
+    auto full = parse_number(flag, text.substr(second + 1), 1, 100000);
+    if (start > full)
+        throw UsageError(flag + ": START " + std::to_string(start) + " is above FULL " + std::to_string(full));
+    o.preauth.drop_start = static_cast<int>(start);
+    o.preauth.drop_rate_percent = static_cast<int>(rate);
+    o.preauth.full = static_cast<int>(full);
+}
+
 }  // namespace
 
 Options parse_options(const std::vector<std::string>& args) {
@@ -78,6 +94,10 @@ Options parse_options(const std::vector<std::string>& args) {
             o.keepalive_seconds = parse_number(flag, take(), 1, 3600);
         else if (flag == "--keepalive-max")
             o.keepalive_max = parse_number(flag, take(), 1, 100);
+        else if (flag == "--per-source-max-startups")
+            o.preauth.per_source = static_cast<int>(parse_number(flag, take(), 1, 100000));
+        else if (flag == "--max-startups")
+            parse_max_startups(take(), o);
         else if (flag == "--user") {
             o.user = take();
             if (o.user.empty()) throw UsageError("--user needs a non-empty name");
@@ -108,6 +128,12 @@ Options:
   --allow-undeclared       let authorized_keys keys forward new target names (-R NAME:80:...); the name is
                            then declared in the registry and bound to that key
   --user NAME              accept only this login name (default: any)
+  --per-source-max-startups N
+                           unauthenticated connections one address may hold (default 10); hosts behind one
+                           NAT address share it
+  --max-startups START:RATE:FULL
+                           from START unauthenticated connections on, refuse new ones with RATE % probability,
+                           rising linearly to all at FULL (default 64:30:256; START=FULL: a plain cap)
   --help                   show this text
   --version                print the version
 

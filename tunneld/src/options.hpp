@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "forward_policy.hpp"
+#include "preauth_admission.hpp"
 
 namespace tunneld {
 
@@ -25,6 +26,7 @@ struct Options {
     unsigned keepalive_max = 3;
     bool allow_undeclared = false;
     std::string user;  // empty: any login name
+    PreauthLimits preauth;  // --per-source-max-startups, --max-startups
     bool help = false;
     bool version = false;
 };

@@ -1,6 +1,11 @@
 // Relaying one TCP connection accepted on a tunnel port through a forwarded-tcpip channel, both ways, with flow
 // control: TCP is read only while the client's window is open, and channel data the socket cannot take stays
 // in libssh's buffer (its window then stops growing) until EPOLLOUT.
+//
+// Lifetime: a relay holds a descriptor, so none may outlive its use. It ends when the scraper hangs up before the
+// client accepted the channel, when the client does not answer the open within kChannelOpenTimeout, and when the
+// client stays silent for kClientAnswerTimeout after the scraper closed (nginx gave up). A session holds at most
+// kMaxRelaysPerSession; connections beyond that are closed at once, other sessions are not affected.
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -14,9 +19,21 @@
 
 namespace tunneld {
 
+using Counter = monitoring_proxy::registry::TunneldCounter;
+
 namespace {
 constexpr int kMaxReadsPerEvent = 8;  // fairness between relays of one worker
-}
+// Prometheus's default scrape_timeout is 10 s: a channel not open by then serves nobody. OpenSSH answers the open
+// right after its local connect to the exporter, which takes milliseconds when the exporter is up.
+constexpr auto kChannelOpenTimeout = std::chrono::seconds(10);
+// After the scraper's EOF (nginx and Prometheus close, they never half-close) the client gets as long again to send
+// anything (its exporter's answer, its EOF/close); a silent client would otherwise hold the relay forever.
+constexpr auto kClientAnswerTimeout = std::chrono::seconds(10);
+// Concurrent relays per session: a target is scraped by one or two Prometheus servers a few times a minute, so
+// this leaves room for 16 forwards with several scrapes each, and caps a host that never ends its channels at
+// 64 descriptors (plus its socket, the socket's watch dup and up to 32 listeners).
+constexpr std::size_t kMaxRelaysPerSession = 64;
+}  // namespace
 
 void Worker::queue_relay(Relay& r) {
     if (r.finishing || r.dead) return;
@@ -26,6 +43,15 @@ void Worker::queue_relay(Relay& r) {
 
 void Worker::start_relay(Forward& f, int fd, const std::string& peer_host, std::uint16_t peer_port) {
     Session& s = *f.session;
+    auto live = std::count_if(s.relays.begin(), s.relays.end(), [](const auto& r) { return !r->dead; });
+    if (static_cast<std::size_t>(live) >= kMaxRelaysPerSession) {
+        close(fd);
+        ctx_.counters.add(Counter::kRelaysRefused, "session_cap");
+        log_line("relay refused client=" + s.client + " fingerprint=" + s.fingerprint + " target=" + f.target +
+                 " peer=" + peer_host + ":" + std::to_string(peer_port) + " reason=session_cap detail=" +
+                 log_quote(std::to_string(kMaxRelaysPerSession) + " relays already open in this session"));
+        return;
+    }
     auto relay = std::make_unique<Relay>();
     Relay& r = *relay;
     r.session = &s;
@@ -36,6 +62,7 @@ void Worker::start_relay(Forward& f, int fd, const std::string& peer_host, std::
     r.peer_port = peer_port;
     r.open_address = f.requested_address;
     r.open_port = f.channel_port;
+    r.accepted = r.client_active = Clock::now();
     r.channel = ssh_channel_new(s.ssh);
     if (r.channel == nullptr) {
         close(fd);
@@ -50,9 +77,10 @@ void Worker::start_relay(Forward& f, int fd, const std::string& peer_host, std::
     ssh_set_channel_callbacks(r.channel, &r.callbacks);
 
     epoll_event ev{};
-    ev.events = 0;  // nothing to read until the client accepts the channel
+    ev.events = EPOLLRDHUP;  // nothing to read until the client accepts the channel, but a hang-up ends it
     ev.data.ptr = static_cast<Pollable*>(&r);
     epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev);
+    r.epoll_mask = ev.events;
     s.relays.push_back(std::move(relay));
 
     // Non-blocking: SSH_AGAIN until the client answers; progress_opening() asks again after each round.
@@ -88,6 +116,38 @@ void Worker::progress_opening() {
         } else {
             // The client refused (its local connect to the exporter failed, or the forward is gone there).
             relay_close(*r, std::string("client refused the channel: ") + ssh_get_error(r->session->ssh));
+        }
+    }
+}
+
+void Worker::relay_scraper_hup(Relay& r) {
+    if (r.opening) {
+        ctx_.counters.add(Counter::kRelaysAbandoned, "scraper_gone");
+        relay_close(r, "scraper closed before the client accepted the channel");
+        return;
+    }
+    // Level-triggered: EPOLLRDHUP stays set, so it leaves the interest mask now (relay_update_interest); unread
+    // data and the EOF are still read through EPOLLIN.
+    r.scraper_hup = true;
+    if (!r.scraper_gone) r.scraper_gone = Clock::now();
+    queue_relay(r);
+}
+
+void Worker::expire_relays(Clock::time_point now) {
+    for (auto& [id, sp] : sessions_) {
+        if (sp->closing) continue;
+        for (auto& rp : sp->relays) {
+            Relay& r = *rp;
+            if (r.dead) continue;
+            if (r.opening && now - r.accepted >= kChannelOpenTimeout) {
+                ctx_.counters.add(Counter::kRelaysAbandoned, "open_timeout");
+                relay_close(r, "client did not answer the channel open within " +
+                                   std::to_string(kChannelOpenTimeout.count()) + " s");
+            } else if (r.scraper_gone && now - std::max(*r.scraper_gone, r.client_active) >= kClientAnswerTimeout) {
+                ctx_.counters.add(Counter::kRelaysAbandoned, "client_silent");
+                relay_close(r, "client sent nothing for " + std::to_string(kClientAnswerTimeout.count()) +
+                                   " s after the scraper closed");
+            }
         }
     }
 }
@@ -148,6 +208,7 @@ void Worker::relay_readable(Relay& r) {
         }
         if (n == 0) {
             r.tcp_eof = true;
+            if (!r.scraper_gone) r.scraper_gone = Clock::now();
             return;
         }
         if (errno == EINTR) continue;
@@ -187,6 +248,7 @@ void Worker::relay_writable(Relay& r) {
             r.tcp_blocked = false;
             return;
         }
+        r.client_active = Clock::now();
         ssize_t sent = send(r.fd, scratch_.data(), static_cast<std::size_t>(n), MSG_NOSIGNAL);
         if (sent < 0) {
             if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
@@ -207,6 +269,7 @@ void Worker::relay_update_interest(Relay& r) {
     std::uint32_t want = 0;
     if (!r.opening && !r.tcp_eof && !r.window_blocked && r.to_ssh.empty()) want |= EPOLLIN;
     if (r.tcp_blocked || !r.to_tcp.empty()) want |= EPOLLOUT;
+    if (!r.tcp_eof && !r.scraper_hup) want |= EPOLLRDHUP;  // a scraper hanging up is noticed in every state
     if (want == r.epoll_mask) return;
     epoll_event ev{};
     ev.events = want;
@@ -269,6 +332,7 @@ int Worker::on_channel_data(ssh_session, ssh_channel, void* data, uint32_t len, 
                             void* userdata) noexcept {
     auto& r = *static_cast<Relay*>(userdata);
     if (r.dead || r.fd < 0 || is_stderr) return static_cast<int>(len);  // nobody to deliver to: discard
+    r.client_active = Clock::now();
     if (r.tcp_blocked || !r.to_tcp.empty()) return 0;                   // keep order: drain first
     ssize_t n = send(r.fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n < 0) {
@@ -289,6 +353,7 @@ int Worker::on_channel_data(ssh_session, ssh_channel, void* data, uint32_t len, 
 void Worker::on_channel_eof(ssh_session, ssh_channel, void* userdata) noexcept {
     auto& r = *static_cast<Relay*>(userdata);
     r.chan_eof = true;
+    r.client_active = Clock::now();
     r.session->worker->queue_relay(r);
 }
 

@@ -45,7 +45,10 @@ void Counters::flush(RegistryGateway& registry) noexcept {
 }
 
 ServerContext::ServerContext(Options opts, monitoring_proxy::registry::Registry reg)
-    : options(std::move(opts)), registry(std::move(reg)), tunnels(options.port_range, random_loopback_start()) {
+    : options(std::move(opts)),
+      registry(std::move(reg)),
+      admission(options.preauth),
+      tunnels(options.port_range, random_loopback_start()) {
     instance_id = monitoring_proxy::registry::new_instance_id();
     authorized_keys_ = std::make_shared<AuthorizedKeys>();
 }

@@ -16,6 +16,7 @@
 #include "forward_policy.hpp"
 #include "monitoring_proxy/registry.hpp"
 #include "options.hpp"
+#include "preauth_admission.hpp"
 #include "registry_gateway.hpp"
 #include "tunnel_table.hpp"
 
@@ -53,7 +54,7 @@ struct ServerContext {
     std::uint64_t instance_id = 0;
     RegistryGateway registry;
     Counters counters;
-    std::atomic<int> unauthenticated{0};
+    PreauthAdmission admission;  // connections not authenticated yet, per source address
     std::vector<std::unique_ptr<Worker>> workers;
 
     TunnelTable tunnels;  // which forward serves each target; addresses and ports set aside

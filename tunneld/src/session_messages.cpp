@@ -236,7 +236,7 @@ void Worker::accept_auth(Session& s, ssh_message msg, const std::string& type, K
     s.fingerprint = verdict.grant.fingerprint;
     s.grant = std::move(verdict.grant);
     s.last_in_packets = s.packet_counter.in_packets;
-    ctx_.unauthenticated.fetch_sub(1);
+    ctx_.admission.release(s.client_ip);
     ctx_.counters.add(Counter::kAuthAccepted);
     std::string targets;
     for (const auto& t : s.grant.bound_targets) targets += (targets.empty() ? "" : ",") + t;

@@ -109,7 +109,8 @@ void Worker::loop_once() {
                 break;
             case Pollable::Kind::kRelay: {
                 auto& r = *static_cast<Relay*>(p);
-                if (ev & EPOLLOUT) relay_writable(r);
+                if (ev & EPOLLRDHUP) relay_scraper_hup(r);
+                if (!r.dead && (ev & EPOLLOUT)) relay_writable(r);
                 if (!r.dead && (ev & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP))) relay_readable(r);
                 // HUP/ERR are reported whatever the interest mask: a relay that cannot consume them now (channel
                 // still opening, window closed, EOF already read) would make epoll spin. The scraper is gone.
@@ -185,7 +186,7 @@ void Worker::handle_mail() {
             case Mail::Type::kNewSession:
                 if (stopping_) {
                     ssh_free(m.ssh);
-                    ctx_.unauthenticated.fetch_sub(1);
+                    ctx_.admission.release(m.client_ip);
                 } else {
                     adopt_session(m);
                 }
@@ -235,7 +236,7 @@ void Worker::adopt_session(Mail& m) {
         log_line("disconnect client=" + s->client + " fingerprint=- duration=0s bytes_in=0 bytes_out=0 reason=" +
                  log_quote(std::string("key exchange failed: ") + ssh_get_error(s->ssh)));
         ssh_free(s->ssh);
-        ctx_.unauthenticated.fetch_sub(1);
+        ctx_.admission.release(s->client_ip);
         return;
     }
     // Its own event, never shared: see worker.hpp. The worker's epoll set watches a dup of the socket and polls
@@ -254,7 +255,7 @@ void Worker::adopt_session(Mail& m) {
         if (s->event != nullptr) ssh_event_free(s->event);
         ssh_free(s->ssh);
         if (s->watch_fd >= 0) close(s->watch_fd);
-        ctx_.unauthenticated.fetch_sub(1);
+        ctx_.admission.release(s->client_ip);
         return;
     }
     s->epoll_mask = ev.events;
@@ -282,6 +283,7 @@ void Worker::check_session(Session& s) {
 void Worker::on_timer() {
     resume_listeners();
     auto now = Clock::now();
+    expire_relays(now);
     bool keepalive_tick = now >= next_keepalive_;
     if (keepalive_tick) next_keepalive_ = now + std::chrono::seconds(ctx_.options.keepalive_seconds);
     for (auto& [id, sp] : sessions_) {
@@ -353,7 +355,7 @@ void Worker::teardown_session(Session& s) {
         close(s.watch_fd);
     }
     s.watch_fd = -1;
-    if (!s.authenticated) ctx_.unauthenticated.fetch_sub(1);
+    if (!s.authenticated) ctx_.admission.release(s.client_ip);
     s.dead = true;
 }
 

@@ -81,6 +81,10 @@ struct Relay : Pollable {
     bool tcp_blocked = false;     // SSH->TCP data waits for EPOLLOUT
     bool window_blocked = false;  // TCP->SSH waits for the client's window
     bool finishing = false;       // queued for finish
+    bool scraper_hup = false;     // EPOLLRDHUP seen: the scraper sent its FIN (unread data may remain)
+    Clock::time_point accepted;                // when the scraper connected: bounds the channel open
+    std::optional<Clock::time_point> scraper_gone;  // first EOF/FIN from the scraper: bounds the client's answer
+    Clock::time_point client_active;           // last data or EOF from the client on this channel
     std::string to_tcp;           // channel data read but not yet accepted by the socket
     std::string to_ssh;           // socket data not yet accepted by the channel
     std::string open_address;     // forwarded-tcpip "address that was connected" = what the client asked
@@ -205,6 +209,8 @@ private:
     void relay_close(Relay& r, const std::string& why);
     void relay_release(Relay& r);
     void queue_relay(Relay& r);
+    void relay_scraper_hup(Relay& r);
+    void expire_relays(Clock::time_point now);
 
     ServerContext& ctx_;
     int index_;

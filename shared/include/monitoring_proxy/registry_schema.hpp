@@ -163,6 +163,9 @@ enum class TunneldCounter : std::uint8_t {
     kConnectionsRefused = 12,
     kEnrolments = 13,
     kEnrolmentsRefused = 14,
+    kAcceptPauses = 15,
+    kRelaysRefused = 16,
+    kRelaysAbandoned = 17,
 };
 
 enum class CounterLabel : std::uint8_t { kNone, kReason, kType, kTunnel };
@@ -200,6 +203,12 @@ inline constexpr CounterSpec kTunneldCounters[] = {
      "Keys bound to a target by a join token (tunnelctl invite)."},
     {TunneldCounter::kEnrolmentsRefused, "enrolments_refused_total", CounterLabel::kReason,
      "Join tokens refused, by reason."},
+    {TunneldCounter::kAcceptPauses, "accept_pauses_total", CounterLabel::kNone,
+     "Times tunneld ran out of file descriptors and paused accepting SSH connections."},
+    {TunneldCounter::kRelaysRefused, "relays_refused_total", CounterLabel::kReason,
+     "Scrape connections closed at once because their session holds its maximum of relays."},
+    {TunneldCounter::kRelaysAbandoned, "relays_abandoned_total", CounterLabel::kReason,
+     "Relays ended because the scraper or the client gave up on them, by reason."},
 };
 
 inline constexpr const char* counter_label_name(CounterLabel label) {

@@ -224,7 +224,9 @@ class Stack:
         self.tunneld_port = mp.free_port()
         self.tunneld = self.procs.start(
             [self.tunneld_bin, "--listen", f"127.0.0.1:{self.tunneld_port}", "--registry", self.registry,
-             "--host-key-dir", d, "--authorized-keys", self.authorized_keys, "--port-range", port_range],
+             "--host-key-dir", d, "--authorized-keys", self.authorized_keys, "--port-range", port_range,
+             # every load-client session comes from 127.0.0.1: a plain cap of 256, as before per-address limits
+             "--per-source-max-startups", "256", "--max-startups", "256:30:256"],
             name="tunneld", env={"MONITORING_PROXY_REGISTRY_GROUP": REGISTRY_GROUP})
         mp.wait_until(lambda: self.tunneld.poll() is not None or mp.port_open(self.tunneld_port), timeout=20,
                       what="tunneld listening")
