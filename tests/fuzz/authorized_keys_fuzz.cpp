@@ -1,6 +1,6 @@
 // The authorized-keys file is operator input, but a parser bug there decides who may log in: no crash, no
 // over-read, and every line is either a key or an error, never both.
-#include "authorized_keys.hpp"
+#include "policy/authorized_keys.hpp"
 
 #include <cstdint>
 #include <cstdlib>

@@ -1,7 +1,7 @@
 #include <catch2/catch.hpp>
 
 #include "options.hpp"
-#include "preauth_admission.hpp"
+#include "policy/preauth_admission.hpp"
 
 using namespace tunneld;
 

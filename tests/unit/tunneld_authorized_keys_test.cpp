@@ -1,7 +1,7 @@
 #include <catch2/catch.hpp>
 
-#include "address_match.hpp"
-#include "authorized_keys.hpp"
+#include "policy/address_match.hpp"
+#include "policy/authorized_keys.hpp"
 
 using tunneld::parse_authorized_keys;
 

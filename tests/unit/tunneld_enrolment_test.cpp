@@ -1,4 +1,4 @@
-#include "enrolment.hpp"
+#include "policy/enrolment.hpp"
 
 #include "monitoring_proxy/codec.hpp"
 #include "monitoring_proxy/invite_token.hpp"

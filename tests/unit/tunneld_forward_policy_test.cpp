@@ -2,9 +2,9 @@
 #include <map>
 #include <set>
 
-#include "forward_policy.hpp"
+#include "policy/forward_policy.hpp"
 #include "options.hpp"
-#include "port_allocator.hpp"
+#include "forward/port_allocator.hpp"
 
 using monitoring_proxy::registry::TargetRecord;
 using namespace tunneld;

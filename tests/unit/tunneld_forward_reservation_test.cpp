@@ -1,5 +1,5 @@
-#include "forward_reservation.hpp"
-#include "tunnel_table.hpp"
+#include "forward/forward_reservation.hpp"
+#include "forward/tunnel_table.hpp"
 
 #include <catch2/catch.hpp>
 

@@ -1,4 +1,4 @@
-#include "wire_port.hpp"
+#include "forward/wire_port.hpp"
 
 #include <catch2/catch.hpp>
 

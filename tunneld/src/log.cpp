@@ -2,9 +2,12 @@
 
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
+#include <string>
 
 namespace tunneld {
 
@@ -56,6 +59,15 @@ std::string log_quote(std::string_view value) {
     }
     out.push_back('"');
     return out;
+}
+
+void close_fd(int fd, std::string_view what) noexcept {
+    if (fd < 0 || ::close(fd) == 0) return;
+    const int err = errno;
+    try {
+        log_line("close " + std::string(what) + " fd " + std::to_string(fd) + ": " + std::strerror(err));
+    } catch (...) {
+    }
 }
 
 }  // namespace tunneld

@@ -13,4 +13,8 @@ void log_line(std::string_view text) noexcept;
 // user name or target cannot forge log fields or lines.
 std::string log_quote(std::string_view value);
 
+// close(2) with its failure logged, naming the descriptor and what it was ("relay socket"): EBADF there is a
+// bookkeeping bug worth seeing.
+void close_fd(int fd, std::string_view what) noexcept;
+
 }  // namespace tunneld

@@ -7,14 +7,16 @@
 #include <cstdio>
 #include <ctime>
 #include <iostream>
+#include <stdexcept>
+#include <string>
 #include <thread>
 
-#include "acceptor.hpp"
-#include "host_keys.hpp"
+#include "session/acceptor.hpp"
+#include "session/host_keys.hpp"
 #include "log.hpp"
 #include "options.hpp"
 #include "server_context.hpp"
-#include "worker.hpp"
+#include "session/worker.hpp"
 
 #ifndef TUNNELD_VERSION
 #define TUNNELD_VERSION "0.0.0"
@@ -50,6 +52,39 @@ void unregister_instance(ServerContext& ctx) noexcept {
     }
 }
 
+// The SSH server side: only the key types tunneld accepts, never /etc/ssh/libssh_server_config, the host keys.
+ssh_bind make_ssh_bind(const Options& options) {
+    ssh_bind bind = ssh_bind_new();
+    if (bind == nullptr) throw std::runtime_error("ssh_bind_new failed (out of memory)");
+    bool no = false;
+    if (ssh_bind_options_set(bind, SSH_BIND_OPTIONS_PROCESS_CONFIG, &no) != SSH_OK ||
+        ssh_bind_options_set(bind, SSH_BIND_OPTIONS_PUBKEY_ACCEPTED_KEY_TYPES,
+                             "ssh-ed25519,ecdsa-sha2-nistp256,ecdsa-sha2-nistp384,ecdsa-sha2-nistp521,"
+                             "rsa-sha2-512,rsa-sha2-256") != SSH_OK) {
+        std::string why = ssh_get_error(bind);
+        ssh_bind_free(bind);
+        throw std::runtime_error("cannot configure the SSH server: " + why);
+    }
+    try {
+        load_host_keys(bind, options.host_key_dir);
+    } catch (...) {
+        ssh_bind_free(bind);
+        throw;
+    }
+    return bind;
+}
+
+void log_started(const Options& options, const ServerContext& ctx, const std::string& registry_dir) {
+    log_line("started version=" TUNNELD_VERSION " listen=" + options.listen_host + ":" +
+             std::to_string(options.listen_port) + " registry=" + registry_dir +
+             " port_range=" + std::to_string(options.port_range.lo) + "-" + std::to_string(options.port_range.hi) +
+             " workers=" + std::to_string(ctx.workers.size()) + " instance=" + std::to_string(ctx.instance_id) +
+             " keepalive=" + std::to_string(options.keepalive_seconds) + "x" + std::to_string(options.keepalive_max) +
+             " max_startups=" + std::to_string(options.preauth.drop_start) + ":" +
+             std::to_string(options.preauth.drop_rate_percent) + ":" + std::to_string(options.preauth.full) +
+             " per_source_max_startups=" + std::to_string(options.preauth.per_source));
+}
+
 int run(const Options& options) {
     // Signals are taken synchronously by the main thread only: block them before any thread starts.
     sigset_t signals;
@@ -57,10 +92,10 @@ int run(const Options& options) {
     sigaddset(&signals, SIGTERM);
     sigaddset(&signals, SIGINT);
     sigaddset(&signals, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+    if (pthread_sigmask(SIG_BLOCK, &signals, nullptr) != 0) throw std::runtime_error("cannot block signals");
     std::signal(SIGPIPE, SIG_IGN);
 
-    ssh_init();
+    if (ssh_init() != SSH_OK) throw std::runtime_error("ssh_init failed (libssh's crypto library did not start)");
     reg::OpenOptions open_options;
     open_options.dir = reg::resolve_dir(options.registry_flag);
     open_options.recreate_other_live = true;  // live state of another build describes nothing this one serves
@@ -70,27 +105,14 @@ int run(const Options& options) {
     register_instance(*ctx);
     ctx->load_authorized_keys();
 
-    ssh_bind bind = ssh_bind_new();
-    bool no = false;
-    ssh_bind_options_set(bind, SSH_BIND_OPTIONS_PROCESS_CONFIG, &no);  // never read /etc/ssh/libssh_server_config
-    ssh_bind_options_set(bind, SSH_BIND_OPTIONS_PUBKEY_ACCEPTED_KEY_TYPES,
-                         "ssh-ed25519,ecdsa-sha2-nistp256,ecdsa-sha2-nistp384,ecdsa-sha2-nistp521,"
-                         "rsa-sha2-512,rsa-sha2-256");
-    load_host_keys(bind, options.host_key_dir);
+    ssh_bind bind = make_ssh_bind(options);
 
     for (unsigned i = 0; i < worker_count(); ++i)
         ctx->workers.push_back(std::make_unique<Worker>(*ctx, static_cast<int>(i)));
     Acceptor acceptor(*ctx, bind);
     for (auto& w : ctx->workers) w->start();
     acceptor.start();
-    log_line("started version=" TUNNELD_VERSION " listen=" + options.listen_host + ":" +
-             std::to_string(options.listen_port) + " registry=" + open_options.dir +
-             " port_range=" + std::to_string(options.port_range.lo) + "-" + std::to_string(options.port_range.hi) +
-             " workers=" + std::to_string(ctx->workers.size()) + " instance=" + std::to_string(ctx->instance_id) +
-             " keepalive=" + std::to_string(options.keepalive_seconds) + "x" + std::to_string(options.keepalive_max) +
-             " max_startups=" + std::to_string(options.preauth.drop_start) + ":" +
-             std::to_string(options.preauth.drop_rate_percent) + ":" + std::to_string(options.preauth.full) +
-             " per_source_max_startups=" + std::to_string(options.preauth.per_source));
+    log_started(options, *ctx, open_options.dir);
 
     int stop_signal = 0;
     while (stop_signal == 0) {

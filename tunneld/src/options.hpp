@@ -5,8 +5,8 @@
 #include <string>
 #include <vector>
 
-#include "forward_policy.hpp"
-#include "preauth_admission.hpp"
+#include "policy/forward_policy.hpp"
+#include "policy/preauth_admission.hpp"
 
 namespace tunneld {
 

@@ -4,10 +4,10 @@
 #include <fstream>
 #include <sstream>
 
-#include "address_match.hpp"
+#include "policy/address_match.hpp"
 #include "monitoring_proxy/codec.hpp"
 #include "log.hpp"
-#include "worker.hpp"
+#include "session/worker.hpp"
 
 namespace tunneld {
 

@@ -11,14 +11,14 @@
 #include <string>
 #include <vector>
 
-#include "authorized_keys.hpp"
-#include "enrolment.hpp"
-#include "forward_policy.hpp"
+#include "policy/authorized_keys.hpp"
+#include "policy/enrolment.hpp"
+#include "policy/forward_policy.hpp"
 #include "monitoring_proxy/registry.hpp"
 #include "options.hpp"
-#include "preauth_admission.hpp"
-#include "registry_gateway.hpp"
-#include "tunnel_table.hpp"
+#include "policy/preauth_admission.hpp"
+#include "forward/registry_gateway.hpp"
+#include "forward/tunnel_table.hpp"
 
 namespace tunneld {
 

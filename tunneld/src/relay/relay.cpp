@@ -15,7 +15,7 @@
 #include <cstring>
 
 #include "log.hpp"
-#include "worker.hpp"
+#include "session/worker.hpp"
 
 namespace tunneld {
 
@@ -36,22 +36,26 @@ constexpr std::size_t kMaxRelaysPerSession = 64;
 }  // namespace
 
 void Worker::queue_relay(Relay& r) {
-    if (r.finishing || r.dead) return;
-    r.finishing = true;
+    if (r.queued || r.dead) return;
+    r.queued = true;
     relay_work_.push_back(&r);
 }
 
-void Worker::start_relay(Forward& f, int fd, const std::string& peer_host, std::uint16_t peer_port) {
+bool Worker::relay_admitted(Forward& f, int fd, const std::string& peer_host, std::uint16_t peer_port) {
     Session& s = *f.session;
     auto live = std::count_if(s.relays.begin(), s.relays.end(), [](const auto& r) { return !r->dead; });
-    if (static_cast<std::size_t>(live) >= kMaxRelaysPerSession) {
-        close(fd);
-        ctx_.counters.add(Counter::kRelaysRefused, "session_cap");
-        log_line("relay refused client=" + s.client + " fingerprint=" + s.fingerprint + " target=" + f.target +
-                 " peer=" + peer_host + ":" + std::to_string(peer_port) + " reason=session_cap detail=" +
-                 log_quote(std::to_string(kMaxRelaysPerSession) + " relays already open in this session"));
-        return;
-    }
+    if (static_cast<std::size_t>(live) < kMaxRelaysPerSession) return true;
+    close_fd(fd, "relay socket");
+    ctx_.counters.add(Counter::kRelaysRefused, "session_cap");
+    log_line("relay refused client=" + s.client + " fingerprint=" + s.fingerprint + " target=" + f.target +
+             " peer=" + peer_host + ":" + std::to_string(peer_port) + " reason=session_cap detail=" +
+             log_quote(std::to_string(kMaxRelaysPerSession) + " relays already open in this session"));
+    return false;
+}
+
+void Worker::start_relay(Forward& f, int fd, const std::string& peer_host, std::uint16_t peer_port) {
+    if (!relay_admitted(f, fd, peer_host, peer_port)) return;
+    Session& s = *f.session;
     auto relay = std::make_unique<Relay>();
     Relay& r = *relay;
     r.session = &s;
@@ -63,9 +67,9 @@ void Worker::start_relay(Forward& f, int fd, const std::string& peer_host, std::
     r.open_address = f.requested_address;
     r.open_port = f.channel_port;
     r.accepted = r.client_active = Clock::now();
-    r.channel = ssh_channel_new(s.ssh);
+    r.channel = ssh_channel_new(s.ssh());
     if (r.channel == nullptr) {
-        close(fd);
+        close_fd(fd, "relay socket");
         log_line("relay error client=" + s.client + " target=" + f.target + " reason=\"cannot create channel\"");
         return;
     }
@@ -75,24 +79,32 @@ void Worker::start_relay(Forward& f, int fd, const std::string& peer_host, std::
     r.callbacks.channel_eof_function = &Worker::on_channel_eof;
     r.callbacks.channel_close_function = &Worker::on_channel_close;
     ssh_set_channel_callbacks(r.channel, &r.callbacks);
+    s.relays.push_back(std::move(relay));
 
     epoll_event ev{};
     ev.events = EPOLLRDHUP;  // nothing to read until the client accepts the channel, but a hang-up ends it
     ev.data.ptr = static_cast<Pollable*>(&r);
-    epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev);
+    if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
+        // Unwatched, nothing would ever read it or notice its end: end it now (freed between rounds).
+        relay_close(r, "cannot watch the relay socket (fd " + std::to_string(fd) + "): " + std::strerror(errno));
+        return;
+    }
     r.epoll_mask = ev.events;
-    s.relays.push_back(std::move(relay));
+    open_channel(r, "channel open failed: ");
+}
 
-    // Non-blocking: SSH_AGAIN until the client answers; progress_opening() asks again after each round.
+// The one place a relay's channel is opened: first from start_relay, then after every poll round from
+// progress_opening while the client has not answered (non-blocking: SSH_AGAIN until it does).
+void Worker::open_channel(Relay& r, const char* failure) {
     int rc = ssh_channel_open_reverse_forward(r.channel, r.open_address.c_str(), static_cast<int>(r.open_port),
                                               r.peer_host.c_str(), r.peer_port);
     if (rc == SSH_AGAIN) {
         opening_.push_back(&r);
     } else if (rc == SSH_OK) {
-        r.opening = false;
+        r.state.channel_opened();
         queue_relay(r);
     } else {
-        relay_close(r, std::string("channel open failed: ") + ssh_get_error(s.ssh));
+        relay_close(r, failure + std::string(ssh_get_error(r.session->ssh())));
     }
 }
 
@@ -101,34 +113,25 @@ void Worker::progress_opening() {
     std::vector<Relay*> pending;
     pending.swap(opening_);
     for (Relay* r : pending) {
-        if (r->dead) continue;
+        if (r->dead || !r->state.opening()) continue;
         if (r->session->closing) {
             relay_close(*r, "session closing");
             continue;
         }
-        int rc = ssh_channel_open_reverse_forward(r->channel, r->open_address.c_str(), static_cast<int>(r->open_port),
-                                                  r->peer_host.c_str(), r->peer_port);
-        if (rc == SSH_AGAIN) {
-            opening_.push_back(r);
-        } else if (rc == SSH_OK) {
-            r->opening = false;
-            queue_relay(*r);
-        } else {
-            // The client refused (its local connect to the exporter failed, or the forward is gone there).
-            relay_close(*r, std::string("client refused the channel: ") + ssh_get_error(r->session->ssh));
-        }
+        // A refusal: the client's local connect to the exporter failed, or the forward is gone there.
+        open_channel(*r, "client refused the channel: ");
     }
 }
 
 void Worker::relay_scraper_hup(Relay& r) {
-    if (r.opening) {
+    if (r.state.opening()) {
         ctx_.counters.add(Counter::kRelaysAbandoned, "scraper_gone");
         relay_close(r, "scraper closed before the client accepted the channel");
         return;
     }
     // Level-triggered: EPOLLRDHUP stays set, so it leaves the interest mask now (relay_update_interest); unread
     // data and the EOF are still read through EPOLLIN.
-    r.scraper_hup = true;
+    r.state.scraper_fin();
     if (!r.scraper_gone) r.scraper_gone = Clock::now();
     queue_relay(r);
 }
@@ -139,7 +142,7 @@ void Worker::expire_relays(Clock::time_point now) {
         for (auto& rp : sp->relays) {
             Relay& r = *rp;
             if (r.dead) continue;
-            if (r.opening && now - r.accepted >= kChannelOpenTimeout) {
+            if (r.state.opening() && now - r.accepted >= kChannelOpenTimeout) {
                 ctx_.counters.add(Counter::kRelaysAbandoned, "open_timeout");
                 relay_close(r, "client did not answer the channel open within " +
                                    std::to_string(kChannelOpenTimeout.count()) + " s");
@@ -171,7 +174,7 @@ void Worker::recheck_windows() {
             window = ssh_channel_window_size(r->channel);
         }
         if (r->to_ssh.empty() && window > 0) {
-            r->window_blocked = false;
+            r->window_closed = false;
             queue_relay(*r);
         } else {
             window_blocked_.push_back(r);
@@ -180,11 +183,11 @@ void Worker::recheck_windows() {
 }
 
 void Worker::relay_readable(Relay& r) {
-    if (r.opening || r.tcp_eof || r.window_blocked) return;
+    if (!r.state.reads_socket() || r.window_closed) return;
     for (int i = 0; i < kMaxReadsPerEvent; ++i) {
         std::uint32_t window = ssh_channel_window_size(r.channel);
         if (window == 0) {
-            r.window_blocked = true;
+            r.window_closed = true;
             window_blocked_.push_back(&r);
             return;
         }
@@ -199,7 +202,7 @@ void Worker::relay_readable(Relay& r) {
             }
             if (w < n) {
                 r.to_ssh.assign(scratch_.data() + w, static_cast<std::size_t>(n - w));
-                r.window_blocked = true;
+                r.window_closed = true;
                 window_blocked_.push_back(&r);
                 return;
             }
@@ -207,7 +210,7 @@ void Worker::relay_readable(Relay& r) {
             continue;
         }
         if (n == 0) {
-            r.tcp_eof = true;
+            r.state.scraper_eof();
             if (!r.scraper_gone) r.scraper_gone = Clock::now();
             return;
         }
@@ -237,15 +240,15 @@ void Worker::relay_writable(Relay& r) {
         int n =
             ssh_channel_read_nonblocking(r.channel, scratch_.data(), static_cast<std::uint32_t>(scratch_.size()), 0);
         if (n == SSH_ERROR) {
-            if (r.chan_closed || r.chan_eof) {
-                r.tcp_blocked = false;
+            if (r.state.client_ended()) {
+                r.socket_full = false;
                 return;
             }
             relay_close(r, "channel read failed");
             return;
         }
         if (n <= 0) {  // 0 or SSH_EOF: the buffer is empty
-            r.tcp_blocked = false;
+            r.socket_full = false;
             return;
         }
         r.client_active = Clock::now();
@@ -267,57 +270,68 @@ void Worker::relay_writable(Relay& r) {
 
 void Worker::relay_update_interest(Relay& r) {
     std::uint32_t want = 0;
-    if (!r.opening && !r.tcp_eof && !r.window_blocked && r.to_ssh.empty()) want |= EPOLLIN;
-    if (r.tcp_blocked || !r.to_tcp.empty()) want |= EPOLLOUT;
-    if (!r.tcp_eof && !r.scraper_hup) want |= EPOLLRDHUP;  // a scraper hanging up is noticed in every state
+    if (r.state.reads_socket() && !r.window_closed && r.to_ssh.empty()) want |= EPOLLIN;
+    if (r.socket_full || !r.to_tcp.empty()) want |= EPOLLOUT;
+    // A scraper hanging up is noticed in every state until its FIN or EOF was seen (level-triggered: it stays).
+    if (!r.state.scraper_ended() && !r.state.scraper_fin_seen()) want |= EPOLLRDHUP;
     if (want == r.epoll_mask) return;
     epoll_event ev{};
     ev.events = want;
     ev.data.ptr = static_cast<Pollable*>(&r);
-    epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, r.fd, &ev);
+    if (epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, r.fd, &ev) != 0) {
+        relay_close(r, "epoll_ctl MOD relay fd " + std::to_string(r.fd) + ": " + std::strerror(errno));
+        return;
+    }
     r.epoll_mask = want;
 }
 
+// Carries out the steps the relay's state asks for until it has to wait (relay_state.hpp).
 void Worker::relay_maybe_finish(Relay& r) {
-    if (r.opening) return;
-    if (r.tcp_eof && !r.eof_sent && r.to_ssh.empty()) {
-        ssh_channel_send_eof(r.channel);
-        r.eof_sent = true;
-    }
-    bool drained = !r.tcp_blocked && r.to_tcp.empty();
-    if (r.chan_eof && !r.tcp_shut && drained) {
-        shutdown(r.fd, SHUT_WR);
-        r.tcp_shut = true;
-    }
-    if (r.chan_closed && drained) {
-        relay_close(r, "closed by client");
-    } else if (r.eof_sent && r.tcp_shut) {
-        relay_close(r, "done");
+    while (true) {
+        switch (r.state.next_step(!r.to_ssh.empty(), r.socket_full || !r.to_tcp.empty())) {
+            case RelayStep::kNone:
+                return;
+            case RelayStep::kSendChannelEof:
+                ssh_channel_send_eof(r.channel);
+                r.state.channel_eof_sent();
+                break;
+            case RelayStep::kShutdownSocket:
+                // ENOTCONN: the scraper reset meanwhile, and its HUP/ERR ends the relay.
+                if (shutdown(r.fd, SHUT_WR) != 0 && errno != ENOTCONN)
+                    log_line("shutdown relay fd " + std::to_string(r.fd) + ": " + std::strerror(errno));
+                r.state.socket_shut_down();
+                break;
+            case RelayStep::kCloseByClient:
+                relay_close(r, "closed by client");
+                return;
+            case RelayStep::kCloseDone:
+                relay_close(r, "done");
+                return;
+        }
     }
 }
 
 void Worker::relay_close(Relay& r, const std::string& why) {
-    if (r.dead) return;
+    if (r.dead || !r.state.close(why)) return;
     r.dead = true;
-    r.close_reason = why;
     garbage_ = true;
 }
 
 void Worker::relay_release(Relay& r) {
+    if (r.fd < 0 && r.channel == nullptr) return;  // released in an earlier round
     Session& s = *r.session;
     s.relay_bytes_up += r.bytes_up;
     s.relay_bytes_down += r.bytes_down;
     r.bytes_up = r.bytes_down = 0;
     // Expected ends are not logged one by one; a forward that ends logs how many relays it closed.
-    const bool expected = r.close_reason.empty() || r.close_reason == "done" || r.close_reason == "closed by client" ||
-                          r.close_reason.starts_with("forward ended");
+    const std::string& why = r.state.close_reason();
+    const bool expected = why.empty() || why == "done" || why == "closed by client" || why.starts_with("forward ended");
     if (!expected) {
         log_line("relay closed client=" + s.client + " fingerprint=" + s.fingerprint + " target=" + r.target +
-                 " peer=" + r.peer_host + ":" + std::to_string(r.peer_port) + " reason=" + log_quote(r.close_reason));
-        r.close_reason.clear();
+                 " peer=" + r.peer_host + ":" + std::to_string(r.peer_port) + " reason=" + log_quote(why));
     }
     if (r.fd >= 0) {
-        close(r.fd);  // also leaves the epoll set
+        close_fd(r.fd, "relay socket");  // also leaves the epoll set
         r.fd = -1;
     }
     if (r.channel != nullptr) {
@@ -333,7 +347,7 @@ int Worker::on_channel_data(ssh_session, ssh_channel, void* data, uint32_t len, 
     auto& r = *static_cast<Relay*>(userdata);
     if (r.dead || r.fd < 0 || is_stderr) return static_cast<int>(len);  // nobody to deliver to: discard
     r.client_active = Clock::now();
-    if (r.tcp_blocked || !r.to_tcp.empty()) return 0;                   // keep order: drain first
+    if (r.socket_full || !r.to_tcp.empty()) return 0;                   // keep order: drain first
     ssize_t n = send(r.fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n < 0) {
         if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
@@ -344,7 +358,7 @@ int Worker::on_channel_data(ssh_session, ssh_channel, void* data, uint32_t len, 
     }
     r.bytes_down += static_cast<std::uint64_t>(n);
     if (static_cast<std::uint32_t>(n) < len) {
-        r.tcp_blocked = true;
+        r.socket_full = true;
         r.session->worker->queue_relay(r);
     }
     return static_cast<int>(n);
@@ -352,15 +366,14 @@ int Worker::on_channel_data(ssh_session, ssh_channel, void* data, uint32_t len, 
 
 void Worker::on_channel_eof(ssh_session, ssh_channel, void* userdata) noexcept {
     auto& r = *static_cast<Relay*>(userdata);
-    r.chan_eof = true;
+    r.state.client_eof();
     r.client_active = Clock::now();
     r.session->worker->queue_relay(r);
 }
 
 void Worker::on_channel_close(ssh_session, ssh_channel, void* userdata) noexcept {
     auto& r = *static_cast<Relay*>(userdata);
-    r.chan_closed = true;
-    r.chan_eof = true;
+    r.state.client_close();
     r.session->worker->queue_relay(r);
 }
 

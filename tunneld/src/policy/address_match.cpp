@@ -1,4 +1,4 @@
-#include "address_match.hpp"
+#include "policy/address_match.hpp"
 
 #include <arpa/inet.h>
 

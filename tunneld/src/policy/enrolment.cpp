@@ -1,4 +1,4 @@
-#include "enrolment.hpp"
+#include "policy/enrolment.hpp"
 
 #include <algorithm>
 

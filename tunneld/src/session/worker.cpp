@@ -1,6 +1,5 @@
-#include "worker.hpp"
+#include "session/worker.hpp"
 
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -22,7 +21,6 @@ using Counter = monitoring_proxy::registry::TunneldCounter;
 
 namespace {
 
-constexpr auto kTimerPeriod = std::chrono::milliseconds(200);
 constexpr auto kLoginGraceTime = std::chrono::seconds(20);
 constexpr std::size_t kScratchSize = 256 * 1024;
 
@@ -42,19 +40,22 @@ std::size_t Session::live_forwards() const {
 Worker::Worker(ServerContext& ctx, int index) : ctx_(ctx), index_(index), scratch_(kScratchSize) {
     epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
     mail_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (epoll_fd_ < 0 || mail_fd_ < 0) throw std::runtime_error("cannot create worker event loop");
+    if (epoll_fd_ < 0 || mail_fd_ < 0)
+        throw std::runtime_error("worker " + std::to_string(index) + ": cannot create its event loop: " +
+                                 std::strerror(errno));
     epoll_event ev{};
     ev.events = EPOLLIN;
     ev.data.ptr = &mailbox_;
     if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, mail_fd_, &ev) != 0) {
-        throw std::runtime_error("cannot watch the worker mailbox");
+        throw std::runtime_error("worker " + std::to_string(index) + ": cannot watch its mailbox (fd " +
+                                 std::to_string(mail_fd_) + "): " + std::strerror(errno));
     }
 }
 
 Worker::~Worker() {
     if (thread_.joinable()) thread_.join();
-    if (epoll_fd_ >= 0) close(epoll_fd_);
-    if (mail_fd_ >= 0) close(mail_fd_);
+    close_fd(epoll_fd_, "worker epoll");
+    close_fd(mail_fd_, "worker mailbox");
 }
 
 void Worker::start() {
@@ -71,11 +72,14 @@ void Worker::post(Mail mail) {
         mail_.push_back(std::move(mail));
     }
     std::uint64_t one = 1;
-    [[maybe_unused]] auto w = ::write(mail_fd_, &one, sizeof one);
+    // Only EAGAIN can fail here (the counter is near 2^64): the worker is woken already then.
+    if (::write(mail_fd_, &one, sizeof one) < 0 && errno != EAGAIN)
+        log_line("worker " + std::to_string(index_) + " mailbox fd " + std::to_string(mail_fd_) +
+                 " write: " + std::strerror(errno));
 }
 
 void Worker::run() noexcept {
-    next_timer_ = Clock::now() + kTimerPeriod;
+    next_timer_ = Clock::now() + kWorkerTimerPeriod;
     next_keepalive_ = Clock::now() + std::chrono::seconds(ctx_.options.keepalive_seconds);
     while (true) {
         try {
@@ -90,9 +94,12 @@ void Worker::run() noexcept {
 void Worker::loop_once() {
     auto now = Clock::now();
     int timeout_ms = static_cast<int>(
-        std::clamp<long>(std::chrono::duration_cast<std::chrono::milliseconds>(next_timer_ - now).count(), 0, 200));
+        std::clamp<long>(std::chrono::duration_cast<std::chrono::milliseconds>(next_timer_ - now).count(), 0, kWorkerTimerPeriod.count()));
     epoll_event events[128];
     int n = epoll_wait(epoll_fd_, events, 128, timeout_ms);  // level-triggered: what is left comes back next round
+    if (n < 0 && errno != EINTR)
+        log_line("worker " + std::to_string(index_) + " epoll_wait fd " + std::to_string(epoll_fd_) + ": " +
+                 std::strerror(errno));
     for (int i = 0; i < n; ++i) {
         auto* p = static_cast<Pollable*>(events[i].data.ptr);
         if (p->dead) continue;
@@ -100,27 +107,18 @@ void Worker::loop_once() {
         switch (p->kind) {
             case Pollable::Kind::kMailbox: {
                 std::uint64_t count;
-                [[maybe_unused]] auto r = ::read(mail_fd_, &count, sizeof count);
+                // EAGAIN only: another round read the counter already.
+                if (::read(mail_fd_, &count, sizeof count) < 0 && errno != EAGAIN)
+                    log_line("worker mailbox fd " + std::to_string(mail_fd_) + " read: " + std::strerror(errno));
                 handle_mail();
                 break;
             }
             case Pollable::Kind::kListener:
                 accept_connections(*static_cast<Forward*>(p));
                 break;
-            case Pollable::Kind::kRelay: {
-                auto& r = *static_cast<Relay*>(p);
-                if (ev & EPOLLRDHUP) relay_scraper_hup(r);
-                if (!r.dead && (ev & EPOLLOUT)) relay_writable(r);
-                if (!r.dead && (ev & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP))) relay_readable(r);
-                // HUP/ERR are reported whatever the interest mask: a relay that cannot consume them now (channel
-                // still opening, window closed, EOF already read) would make epoll spin. The scraper is gone.
-                if (!r.dead && (ev & (EPOLLHUP | EPOLLERR))) {
-                    if (!(ev & EPOLLERR)) relay_maybe_finish(r);  // the orderly end: both sides shut down
-                    if (!r.dead) relay_close(r, "scraper connection closed or reset");
-                }
-                queue_relay(r);
+            case Pollable::Kind::kRelay:
+                relay_event(*static_cast<Relay*>(p), ev);
                 break;
-            }
             case Pollable::Kind::kSession:
                 poll_session(*static_cast<Session*>(p), ev);
                 break;
@@ -129,19 +127,7 @@ void Worker::loop_once() {
 
     progress_opening();
     recheck_windows();
-
-    // Relays touched by callbacks or I/O: adjust epoll interest, finish completed ones. The list can grow
-    // while we work through it (libssh calls poll), so take it in batches.
-    for (int round = 0; round < 4 && !relay_work_.empty(); ++round) {
-        std::vector<Relay*> work;
-        work.swap(relay_work_);
-        for (Relay* r : work) {
-            r->finishing = false;
-            if (r->dead) continue;
-            relay_maybe_finish(*r);
-            if (!r->dead) relay_update_interest(*r);
-        }
-    }
+    process_relay_work();
 
     std::vector<Session*> suspects;
     suspects.swap(suspects_);
@@ -149,30 +135,60 @@ void Worker::loop_once() {
 
     if (Clock::now() >= next_timer_) {
         on_timer();
-        next_timer_ = Clock::now() + kTimerPeriod;
+        next_timer_ = Clock::now() + kWorkerTimerPeriod;
     }
     collect_garbage();
     for (auto& [id, s] : sessions_) update_session_interest(*s);
 }
 
+void Worker::relay_event(Relay& r, std::uint32_t ev) {
+    if (ev & EPOLLRDHUP) relay_scraper_hup(r);
+    if (!r.dead && (ev & EPOLLOUT)) relay_writable(r);
+    if (!r.dead && (ev & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP))) relay_readable(r);
+    // HUP/ERR are reported whatever the interest mask: a relay that cannot consume them now (channel still
+    // opening, window closed, EOF already read) would make epoll spin. The scraper is gone.
+    if (!r.dead && (ev & (EPOLLHUP | EPOLLERR))) {
+        if (!(ev & EPOLLERR)) relay_maybe_finish(r);  // the orderly end: both sides shut down
+        if (!r.dead) relay_close(r, "scraper connection closed or reset");
+    }
+    queue_relay(r);
+}
+
+// Relays touched by callbacks or I/O: adjust epoll interest, finish completed ones. The list can grow while we
+// work through it (libssh calls poll), so take it in batches.
+void Worker::process_relay_work() {
+    for (int round = 0; round < 4 && !relay_work_.empty(); ++round) {
+        std::vector<Relay*> work;
+        work.swap(relay_work_);
+        for (Relay* r : work) {
+            r->queued = false;
+            if (r->dead) continue;
+            relay_maybe_finish(*r);
+            if (!r->dead) relay_update_interest(*r);
+        }
+    }
+}
+
+// The one place a session's socket is polled. Only this session's socket: its callbacks run here, and nothing
+// another session does can fail this call.
 void Worker::poll_session(Session& s, std::uint32_t ev) {
     if (s.closing) return;
-    // Only this session's socket: its callbacks run here, and nothing another session does can fail this call.
-    ssh_event_dopoll(s.event, 0);
-    if ((ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) || (ssh_get_status(s.ssh) & (SSH_CLOSED | SSH_CLOSED_ERROR)))
+    ssh_event_dopoll(s.conn.event(), 0);
+    if ((ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) || (ssh_get_status(s.ssh()) & (SSH_CLOSED | SSH_CLOSED_ERROR)))
         suspects_.push_back(&s);  // the peer hung up or the session failed: close it after the round
 }
 
 void Worker::update_session_interest(Session& s) {
-    if (s.closing || s.watch_fd < 0) return;
+    if (s.closing || s.conn.watch_fd() < 0) return;
     // libssh keeps what the socket did not take in its output buffer and flushes it when its poll sees POLLOUT.
     std::uint32_t want = EPOLLIN | EPOLLRDHUP;
-    if (ssh_get_status(s.ssh) & SSH_WRITE_PENDING) want |= EPOLLOUT;
+    if (ssh_get_status(s.ssh()) & SSH_WRITE_PENDING) want |= EPOLLOUT;
     if (want == s.epoll_mask) return;
-    epoll_event ev{};
-    ev.events = want;
-    ev.data.ptr = static_cast<Pollable*>(&s);
-    if (epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, s.watch_fd, &ev) == 0) s.epoll_mask = want;
+    std::string why;
+    if (s.conn.set_interest(static_cast<Pollable*>(&s), want, why))
+        s.epoll_mask = want;
+    else
+        close_session(s, "cannot watch the session socket: " + why);
 }
 
 void Worker::handle_mail() {
@@ -185,22 +201,15 @@ void Worker::handle_mail() {
         switch (m.type) {
             case Mail::Type::kNewSession:
                 if (stopping_) {
-                    ssh_free(m.ssh);
+                    m.conn.reset();
                     ctx_.admission.release(m.client_ip);
                 } else {
                     adopt_session(m);
                 }
                 break;
-            case Mail::Type::kCancelForward: {
-                auto it = sessions_.find(m.session_id);
-                if (it == sessions_.end()) break;
-                Session& s = *it->second;
-                for (auto& f : s.forwards) {
-                    if (f->id == m.forward_id && !f->dead) remove_forward(*f, m.reason);
-                }
-                if (s.live_forwards() == 0 && !s.closing) close_session(s, "all forwards taken over");
+            case Mail::Type::kCancelForward:
+                cancel_forward(m);
                 break;
-            }
             case Mail::Type::kStop:
                 stopping_ = true;
                 for (auto& [id, s] : sessions_) close_session(*s, "shutdown");
@@ -209,56 +218,67 @@ void Worker::handle_mail() {
     }
 }
 
+void Worker::cancel_forward(const Mail& m) {
+    auto it = sessions_.find(m.session_id);
+    if (it == sessions_.end()) return;
+    Session& s = *it->second;
+    for (auto& f : s.forwards) {
+        if (f->id == m.forward_id && !f->dead) remove_forward(*f, m.reason);
+    }
+    if (s.live_forwards() == 0 && !s.closing) close_session(s, "all forwards taken over");
+}
+
+// Failures are logged and the session carries on: without them it only loses latency (NODELAY) or the early
+// drop of a vanished peer (USER_TIMEOUT, the keepalive logic still notices).
+void Worker::tune_session_socket(const Session& s) {
+    const int fd = ssh_get_fd(s.ssh());
+    int one = 1;
+    if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0)
+        log_line("setsockopt TCP_NODELAY client=" + s.client + " fd " + std::to_string(fd) + ": " +
+                 std::strerror(errno));
+    // A peer that vanishes with unacknowledged data in flight is dropped by the kernel after this long, even
+    // before the keepalive logic notices.
+    unsigned user_timeout_ms = ctx_.options.keepalive_seconds * (ctx_.options.keepalive_max + 1) * 1000u;
+    if (setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof user_timeout_ms) != 0)
+        log_line("setsockopt TCP_USER_TIMEOUT client=" + s.client + " fd " + std::to_string(fd) + ": " +
+                 std::strerror(errno));
+}
+
+bool Worker::start_key_exchange(Session& s) {
+    ssh_set_blocking(s.ssh(), 0);
+    ssh_set_auth_methods(s.ssh(), SSH_AUTH_METHOD_PUBLICKEY);
+    ssh_set_message_callback(s.ssh(), &Worker::on_message, &s);
+    ssh_set_counters(s.ssh(), &s.socket_counter, &s.packet_counter);
+    if (ssh_handle_key_exchange(s.ssh()) != SSH_ERROR) return true;
+    log_line("disconnect client=" + s.client + " fingerprint=- duration=0s bytes_in=0 bytes_out=0 reason=" +
+             log_quote(std::string("key exchange failed: ") + ssh_get_error(s.ssh())));
+    return false;
+}
+
 void Worker::adopt_session(Mail& m) {
     auto s = std::make_unique<Session>();
     s->id = next_object_id();
     s->worker = this;
-    s->ssh = m.ssh;
+    s->conn = std::move(m.conn);
     s->client = m.client;
     s->client_ip = m.client_ip;
     s->started = Clock::now();
-
-    int fd = ssh_get_fd(s->ssh);
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    // A peer that vanishes with unacknowledged data in flight is dropped by the kernel after this long, even
-    // before the keepalive logic notices.
-    unsigned user_timeout_ms = ctx_.options.keepalive_seconds * (ctx_.options.keepalive_max + 1) * 1000u;
-    setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof user_timeout_ms);
-
-    ssh_set_blocking(s->ssh, 0);
-    ssh_set_auth_methods(s->ssh, SSH_AUTH_METHOD_PUBLICKEY);
-    ssh_set_message_callback(s->ssh, &Worker::on_message, s.get());
-    ssh_set_counters(s->ssh, &s->socket_counter, &s->packet_counter);
-
-    int rc = ssh_handle_key_exchange(s->ssh);
-    if (rc == SSH_ERROR) {
-        log_line("disconnect client=" + s->client + " fingerprint=- duration=0s bytes_in=0 bytes_out=0 reason=" +
-                 log_quote(std::string("key exchange failed: ") + ssh_get_error(s->ssh)));
-        ssh_free(s->ssh);
+    tune_session_socket(*s);
+    // On failure the session's SshConnection frees what was made when `s` goes.
+    if (!start_key_exchange(*s)) {
         ctx_.admission.release(s->client_ip);
         return;
     }
     // Its own event, never shared: see worker.hpp. The worker's epoll set watches a dup of the socket and polls
     // this event when the socket is ready.
-    s->event = ssh_event_new();
-    if (s->event != nullptr && ssh_event_add_session(s->event, s->ssh) == SSH_OK) s->in_event = true;
-    s->watch_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-    epoll_event ev{};
-    ev.events = EPOLLIN | EPOLLRDHUP;
-    ev.data.ptr = static_cast<Pollable*>(s.get());
-    if (!s->in_event || s->watch_fd < 0 || epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, s->watch_fd, &ev) != 0) {
-        std::string why = !s->in_event ? std::string("cannot give the session its own ssh_event")
-                                        : std::string("cannot watch the session socket: ") + std::strerror(errno);
+    std::string why;
+    const std::uint32_t events = EPOLLIN | EPOLLRDHUP;
+    if (!s->conn.watch(epoll_fd_, static_cast<Pollable*>(s.get()), events, why)) {
         log_line("disconnect client=" + s->client + " reason=" + log_quote(why));
-        if (s->in_event) ssh_event_remove_session(s->event, s->ssh);
-        if (s->event != nullptr) ssh_event_free(s->event);
-        ssh_free(s->ssh);
-        if (s->watch_fd >= 0) close(s->watch_fd);
         ctx_.admission.release(s->client_ip);
         return;
     }
-    s->epoll_mask = ev.events;
+    s->epoll_mask = events;
     ctx_.counters.add(Counter::kSessions);
     sessions_.emplace(s->id, std::move(s));
     session_count_.store(sessions_.size());
@@ -267,9 +287,9 @@ void Worker::adopt_session(Mail& m) {
 void Worker::check_session(Session& s) {
     if (s.closing || s.dead) return;
     if (!s.refusals_due.empty()) answer_shell_refusals(s);
-    int status = ssh_get_status(s.ssh);
+    int status = ssh_get_status(s.ssh());
     if (status & SSH_CLOSED_ERROR) {
-        std::string err = ssh_get_error(s.ssh) ? ssh_get_error(s.ssh) : "";
+        std::string err = ssh_get_error(s.ssh()) ? ssh_get_error(s.ssh()) : "";
         // libssh reports a peer's orderly TCP close as the error "Socket error: disconnected".
         if (err.find("disconnected") != std::string::npos)
             close_session(s, "client closed the connection");
@@ -297,23 +317,26 @@ void Worker::on_timer() {
             }
             continue;
         }
-        if (!keepalive_tick) continue;
-        // Liveness from the packet counter: any packet from the client (data, window adjust, keepalive reply)
-        // proves it alive; ssh_send_keepalive's own result means nothing.
-        if (s.packet_counter.in_packets != s.last_in_packets) {
-            s.last_in_packets = s.packet_counter.in_packets;
-            s.missed_keepalives = 0;
-            continue;
-        }
-        if (++s.missed_keepalives > ctx_.options.keepalive_max) {
-            ctx_.counters.add(Counter::kKeepaliveDrops);
-            close_session(s, "no answer to " + std::to_string(ctx_.options.keepalive_max) + " keepalives");
-            continue;
-        }
-        // In non-blocking mode every second call sends (the other collects the pending reply): call twice.
-        ssh_send_keepalive(s.ssh);
-        ssh_send_keepalive(s.ssh);
+        if (keepalive_tick) keepalive(s);
     }
+}
+
+void Worker::keepalive(Session& s) {
+    // Liveness from the packet counter: any packet from the client (data, window adjust, keepalive reply)
+    // proves it alive; ssh_send_keepalive's own result means nothing.
+    if (s.packet_counter.in_packets != s.last_in_packets) {
+        s.last_in_packets = s.packet_counter.in_packets;
+        s.missed_keepalives = 0;
+        return;
+    }
+    if (++s.missed_keepalives > ctx_.options.keepalive_max) {
+        ctx_.counters.add(Counter::kKeepaliveDrops);
+        close_session(s, "no answer to " + std::to_string(ctx_.options.keepalive_max) + " keepalives");
+        return;
+    }
+    // In non-blocking mode every second call sends (the other collects the pending reply): call twice.
+    ssh_send_keepalive(s.ssh());
+    ssh_send_keepalive(s.ssh());
 }
 
 void Worker::close_session(Session& s, const std::string& reason) {
@@ -326,7 +349,7 @@ void Worker::close_session(Session& s, const std::string& reason) {
 void Worker::teardown_session(Session& s) {
     for (auto& r : s.relays) {
         if (r->fd >= 0) {
-            close(r->fd);
+            close_fd(r->fd, "relay socket");
             r->fd = -1;
         }
         if (r->channel) ssh_remove_channel_callbacks(r->channel, &r->callbacks);
@@ -336,9 +359,7 @@ void Worker::teardown_session(Session& s) {
     for (auto& f : s.forwards) {
         if (!f->dead) remove_forward(*f, stopping_ ? "shutdown" : "session end");
     }
-    if (s.in_event) ssh_event_remove_session(s.event, s.ssh);
-    s.in_event = false;
-    ssh_disconnect(s.ssh);
+    s.conn.disconnect();
     auto secs = std::chrono::duration<double>(Clock::now() - s.started).count();
     char duration[32];
     std::snprintf(duration, sizeof duration, "%.3fs", secs);
@@ -346,15 +367,7 @@ void Worker::teardown_session(Session& s) {
              " bytes_in=" + std::to_string(s.socket_counter.in_bytes) + " bytes_out=" +
              std::to_string(s.socket_counter.out_bytes) + " relayed_up=" + std::to_string(s.relay_bytes_up) +
              " relayed_down=" + std::to_string(s.relay_bytes_down) + " reason=" + log_quote(s.close_reason));
-    ssh_free(s.ssh);
-    s.ssh = nullptr;
-    if (s.event != nullptr) ssh_event_free(s.event);
-    s.event = nullptr;
-    if (s.watch_fd >= 0) {
-        epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, s.watch_fd, nullptr);
-        close(s.watch_fd);
-    }
-    s.watch_fd = -1;
+    s.conn.reset();  // ssh_free releases the relays' channels
     if (!s.authenticated) ctx_.admission.release(s.client_ip);
     s.dead = true;
 }

@@ -1,4 +1,4 @@
-#include "key_identity.hpp"
+#include "session/key_identity.hpp"
 
 namespace tunneld {
 

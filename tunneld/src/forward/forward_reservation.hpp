@@ -11,8 +11,8 @@
 #include <optional>
 #include <string>
 
-#include "registry_gateway.hpp"
-#include "tunnel_table.hpp"
+#include "forward/registry_gateway.hpp"
+#include "forward/tunnel_table.hpp"
 
 namespace tunneld {
 

@@ -1,4 +1,4 @@
-#include "loopback_addresses.hpp"
+#include "forward/loopback_addresses.hpp"
 
 #include <sys/random.h>
 #include <unistd.h>

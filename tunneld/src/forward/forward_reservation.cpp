@@ -1,4 +1,4 @@
-#include "forward_reservation.hpp"
+#include "forward/forward_reservation.hpp"
 
 #include <unistd.h>
 

@@ -1,4 +1,4 @@
-#include "port_allocator.hpp"
+#include "forward/port_allocator.hpp"
 
 namespace tunneld {
 

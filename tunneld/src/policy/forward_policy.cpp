@@ -1,8 +1,8 @@
-#include "forward_policy.hpp"
+#include "policy/forward_policy.hpp"
 
 #include <algorithm>
 
-#include "authorized_keys.hpp"
+#include "policy/authorized_keys.hpp"
 #include "monitoring_proxy/names.hpp"
 
 namespace tunneld {

@@ -4,10 +4,10 @@
 // refusal is logged with the client address and key fingerprint.
 #include <cstring>
 
-#include "enrolment.hpp"
-#include "key_identity.hpp"
+#include "policy/enrolment.hpp"
+#include "session/key_identity.hpp"
 #include "log.hpp"
-#include "worker.hpp"
+#include "session/worker.hpp"
 
 namespace tunneld {
 
@@ -209,8 +209,8 @@ int Worker::handle_token_auth(Session& s, ssh_message msg) {
         return 0;
     }
     s.enrol_prompted = false;
-    if (ssh_userauth_kbdint_getnanswers(s.ssh) != 1) return refuse("malformed", "");
-    const char* answer = ssh_userauth_kbdint_getanswer(s.ssh, 0);
+    if (ssh_userauth_kbdint_getnanswers(s.ssh()) != 1) return refuse("malformed", "");
+    const char* answer = ssh_userauth_kbdint_getanswer(s.ssh(), 0);
     const std::string fp = s.enrol_fingerprint;
     Enrolment outcome = ctx_.registry.with(
         [&](auto& reg) { return consume_invite(reg, answer ? answer : "", fp, now_unix_ms() / 1000); });

@@ -1,4 +1,4 @@
-#include "preauth_admission.hpp"
+#include "policy/preauth_admission.hpp"
 
 #include <memory>
 #include <random>

@@ -1,11 +1,11 @@
-#include "authorized_keys.hpp"
+#include "policy/authorized_keys.hpp"
 
 #include <array>
 #include <charconv>
 #include <cstdint>
 #include <optional>
 
-#include "address_match.hpp"
+#include "policy/address_match.hpp"
 
 namespace tunneld {
 namespace {

@@ -1,4 +1,4 @@
-#include "acceptor.hpp"
+#include "session/acceptor.hpp"
 
 #include <arpa/inet.h>
 #include <netdb.h>
@@ -13,7 +13,7 @@
 #include <stdexcept>
 
 #include "log.hpp"
-#include "worker.hpp"
+#include "session/worker.hpp"
 
 namespace tunneld {
 
@@ -59,8 +59,7 @@ Acceptor::Acceptor(ServerContext& ctx, ssh_bind bind) : ctx_(ctx), bind_(bind) {
     // Non-blocking: a connection reset between poll and accept must not block the acceptor.
     listen_fd_ = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     int one = 1;
-    if (listen_fd_ >= 0) setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (listen_fd_ < 0 || ::bind(listen_fd_, res->ai_addr, res->ai_addrlen) != 0 || listen(listen_fd_, 1024) != 0) {
+    if (listen_fd_ < 0 || setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 || ::bind(listen_fd_, res->ai_addr, res->ai_addrlen) != 0 || listen(listen_fd_, 1024) != 0) {
         std::string err = std::strerror(errno);
         freeaddrinfo(res);
         if (listen_fd_ >= 0) close(listen_fd_);
@@ -70,12 +69,17 @@ Acceptor::Acceptor(ServerContext& ctx, ssh_bind bind) : ctx_(ctx), bind_(bind) {
     const std::string& host = ctx_.options.listen_host;
     listen_text_ = (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + port;
     stop_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (stop_fd_ < 0) {
+        std::string err = std::strerror(errno);
+        close_fd(listen_fd_, "SSH listener");
+        throw std::runtime_error("cannot create the acceptor's stop event: " + err);
+    }
 }
 
 Acceptor::~Acceptor() {
     stop();
-    if (listen_fd_ >= 0) close(listen_fd_);
-    if (stop_fd_ >= 0) close(stop_fd_);
+    close_fd(listen_fd_, "SSH listener");
+    close_fd(stop_fd_, "acceptor stop event");
 }
 
 void Acceptor::start() {
@@ -84,7 +88,8 @@ void Acceptor::start() {
 
 void Acceptor::stop() {
     std::uint64_t one = 1;
-    [[maybe_unused]] auto w = ::write(stop_fd_, &one, sizeof one);
+    if (::write(stop_fd_, &one, sizeof one) < 0 && errno != EAGAIN)
+        log_line("acceptor stop event fd " + std::to_string(stop_fd_) + " write: " + std::strerror(errno));
     if (thread_.joinable()) thread_.join();
 }
 
@@ -146,18 +151,15 @@ void Acceptor::hand_over(int fd, const sockaddr_storage& peer) {
     std::string client = describe_peer(peer, ip);
     Admission verdict = ctx_.admission.admit(ip);
     if (verdict != Admission::kAdmitted) {
-        close(fd);
+        close_fd(fd, "client socket");
         refuse(verdict, client, ip);
         return;
     }
-    ssh_session session = ssh_new();
-    if (session == nullptr || ssh_bind_accept_fd(bind_, session, fd) != SSH_OK) {
-        log_line("connect refused client=" + client +
-                 " reason=" + log_quote(session ? ssh_get_error(bind_) : "out of memory"));
-        if (session)
-            ssh_free(session);  // owns the fd once ssh_bind_accept_fd has seen it
-        else
-            close(fd);
+    SshConnection conn(ssh_new());
+    if (!conn || ssh_bind_accept_fd(bind_, conn.session(), fd) != SSH_OK) {
+        log_line("connect refused client=" + client + " fd=" + std::to_string(fd) +
+                 " reason=" + log_quote(conn ? ssh_get_error(bind_) : "out of memory"));
+        if (!conn) close_fd(fd, "client socket");  // otherwise the session owns it once ssh_bind_accept_fd saw it
         ctx_.admission.release(ip);
         return;
     }
@@ -171,8 +173,7 @@ void Acceptor::hand_over(int fd, const sockaddr_storage& peer) {
     ++next_worker_;
     log_line("connect client=" + client);
     Mail mail{Mail::Type::kNewSession};
-    mail.ssh = session;
-    mail.fd = fd;
+    mail.conn = std::move(conn);
     mail.client = client;
     mail.client_ip = ip;
     target->post(std::move(mail));

@@ -15,9 +15,9 @@
 
 #include "log.hpp"
 #include "monitoring_proxy/address.hpp"
-#include "wire_port.hpp"
-#include "forward_reservation.hpp"
-#include "worker.hpp"
+#include "forward/wire_port.hpp"
+#include "forward/forward_reservation.hpp"
+#include "session/worker.hpp"
 
 namespace tunneld {
 
@@ -46,7 +46,7 @@ int bind_listener(std::uint32_t address, std::uint16_t port, bool share) {
         (share && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) ||
         ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || listen(fd, kListenBacklog) != 0) {
         const int err = errno;
-        close(fd);
+        close_fd(fd, "tunnel listener");
         errno = err;
         return -1;
     }
@@ -194,7 +194,7 @@ bool Worker::watch_listener(Forward& f, int fd, std::string& failure) {
 void Worker::close_listeners(Forward& f) {
     for (int* fd : {&f.listen_fd, &f.fixed_fd}) {
         if (*fd < 0) continue;
-        close(*fd);
+        close_fd(*fd, "tunnel listener");
         *fd = -1;
     }
 }
@@ -264,19 +264,18 @@ void Worker::accept_on(Forward& f, int listen_fd) {
         int fd = accept4(listen_fd, reinterpret_cast<sockaddr*>(&peer), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                // Out of descriptors: the pending connection stays readable and would make epoll spin. Stop
-                // listening for events until the next timer tick (resume_listeners) and say so once.
-                log_line("accept paused target=" + f.target + " port=" + std::to_string(f.port) + ": " +
-                         std::strerror(errno));
-                set_listener_interest(f, 0);
-                paused_listeners_.push_back(f.id);
-                return;
-            }
-            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED) {
+                pause_accepting(f, errno);
+            } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED) {
                 log_line("accept error target=" + f.target + " port=" + std::to_string(f.port) + ": " +
                          std::strerror(errno));
             }
             return;
+        }
+        if (f.accept_paused) {
+            auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - f.paused_since).count();
+            log_line("accept resumed target=" + f.target + " port=" + std::to_string(f.port) +
+                     " paused_ms=" + std::to_string(ms));
+            f.accept_paused = false;
         }
         char host[INET6_ADDRSTRLEN] = "127.0.0.1";
         std::uint16_t peer_port = 0;
@@ -286,11 +285,27 @@ void Worker::accept_on(Forward& f, int listen_fd) {
             peer_port = ntohs(in->sin_port);
         }
         int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0)  // only latency is lost: go on
+            log_line("setsockopt TCP_NODELAY target=" + f.target + " fd " + std::to_string(fd) + ": " +
+                     std::strerror(errno));
         ++f.connects;
         ctx_.counters.add(Counter::kConnects, f.target);
         start_relay(f, fd, host, peer_port);
     }
+}
+
+// Out of descriptors: the pending connection stays readable and would make epoll spin. Stop listening for events
+// until the next timer tick (resume_listeners). One line when an episode starts and one when an accept works
+// again, however many ticks it takes.
+void Worker::pause_accepting(Forward& f, int err) {
+    if (!f.accept_paused) {
+        f.accept_paused = true;
+        f.paused_since = Clock::now();
+        log_line("accept paused target=" + f.target + " port=" + std::to_string(f.port) + " reason=" +
+                 log_quote(std::strerror(err)) + " retry_ms=" + std::to_string(kWorkerTimerPeriod.count()));
+    }
+    set_listener_interest(f, 0);
+    paused_listeners_.push_back(f.id);
 }
 
 void Worker::set_listener_interest(Forward& f, std::uint32_t events) {
@@ -300,7 +315,8 @@ void Worker::set_listener_interest(Forward& f, std::uint32_t events) {
         ev.events = events;
         ev.data.ptr = static_cast<Pollable*>(&f);
         if (epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, fd, &ev) != 0)
-            log_line("listener error target=" + f.target + ": epoll_ctl: " + std::strerror(errno));
+            log_line("listener error target=" + f.target + " fd " + std::to_string(fd) + ": epoll_ctl MOD: " +
+                     std::strerror(errno));
     }
 }
 

@@ -1,4 +1,4 @@
-#include "host_keys.hpp"
+#include "session/host_keys.hpp"
 
 #include <sys/stat.h>
 
@@ -6,7 +6,7 @@
 #include <filesystem>
 #include <stdexcept>
 
-#include "key_identity.hpp"
+#include "session/key_identity.hpp"
 #include "log.hpp"
 
 namespace tunneld {

@@ -5,7 +5,7 @@
 #include <functional>
 #include <optional>
 
-#include "forward_policy.hpp"
+#include "policy/forward_policy.hpp"
 
 namespace tunneld {
 

@@ -1,4 +1,4 @@
-#include "tunnel_table.hpp"
+#include "forward/tunnel_table.hpp"
 
 namespace tunneld {
 

@@ -10,9 +10,9 @@
 #include <set>
 #include <string>
 
-#include "forward_policy.hpp"
-#include "loopback_addresses.hpp"
-#include "port_allocator.hpp"
+#include "policy/forward_policy.hpp"
+#include "forward/loopback_addresses.hpp"
+#include "forward/port_allocator.hpp"
 
 namespace tunneld {
 
