@@ -13,6 +13,7 @@
 #include "discovery.hpp"
 #include "metrics.hpp"
 #include "status_page.hpp"
+#include "monitoring_proxy/clock.hpp"
 
 #include <exception>
 #include <string>
@@ -25,10 +26,7 @@ constexpr int kStatusRefreshSeconds = 10;
 
 std::string_view sv(const ngx_str_t& s) { return {reinterpret_cast<const char*>(s.data), s.len}; }
 
-std::int64_t now_unix_ms() {
-    ngx_time_t* tp = ngx_timeofday();
-    return static_cast<std::int64_t>(tp->sec) * 1000 + tp->msec;
-}
+using monitoring_proxy::unix_now_ms;
 
 CountersSnapshot request_snapshot(ngx_http_request_t* r) {
     auto table = request_counters(r);
@@ -112,9 +110,9 @@ ngx_int_t status_handler(ngx_http_request_t* r) noexcept {
         auto rows = status_rows(reader.snapshot(), request_snapshot(r));
         auto invites = reader.invites();
         if (wants_json(r))
-            return send_response(r, NGX_HTTP_OK, "application/json", render_status_json(rows, now_unix_ms(), invites));
+            return send_response(r, NGX_HTTP_OK, "application/json", render_status_json(rows, unix_now_ms(), invites));
         return send_response(r, NGX_HTTP_OK, "text/html; charset=utf-8",
-                             render_status_html(rows, now_unix_ms(), kStatusRefreshSeconds, invites));
+                             render_status_html(rows, unix_now_ms(), kStatusRefreshSeconds, invites));
     });
 }
 

@@ -1,5 +1,7 @@
 #include "monitoring_proxy/registry.hpp"
 
+#include "monitoring_proxy/clock.hpp"
+
 #include "monitoring_proxy/codec.hpp"
 #include "monitoring_proxy/names.hpp"
 #include "listing.hpp"
@@ -28,11 +30,7 @@ std::string boot_id() {
     return id;
 }
 
-std::int64_t now_ms() {
-    return std::chrono::duration_cast<std::chrono::milliseconds>(
-               std::chrono::system_clock::now().time_since_epoch())
-        .count();
-}
+using monitoring_proxy::unix_now_ms;
 
 // Field 22 of /proc/<pid>/stat (start time in clock ticks since boot); 0 if the process does not exist.
 std::uint64_t start_ticks_of(int pid) {
@@ -164,13 +162,13 @@ bool instance_alive(const InstanceRecord& r) {
 }
 
 InstanceRecord current_instance() {
-    return InstanceRecord{static_cast<std::int32_t>(::getpid()), start_ticks_of(::getpid()), now_ms()};
+    return InstanceRecord{static_cast<std::int32_t>(::getpid()), start_ticks_of(::getpid()), unix_now_ms()};
 }
 
 std::uint64_t new_instance_id() {
     std::uint64_t id = 0;
     while (id == 0)
-        if (::getrandom(&id, sizeof id, 0) != sizeof id) id = static_cast<std::uint64_t>(now_ms()) ^ ::getpid();
+        if (::getrandom(&id, sizeof id, 0) != sizeof id) id = static_cast<std::uint64_t>(unix_now_ms()) ^ ::getpid();
     return id;
 }
 

@@ -11,11 +11,6 @@
 
 namespace tunneld {
 
-std::int64_t now_unix_ms() {
-    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-        .count();
-}
-
 void Counters::add(monitoring_proxy::registry::TunneldCounter counter, std::string_view label_value,
                    std::uint64_t delta) {
     const std::string key = monitoring_proxy::registry::encode_counter_key(counter, label_value);

@@ -14,6 +14,7 @@
 #include "policy/authorized_keys.hpp"
 #include "policy/enrolment.hpp"
 #include "policy/forward_policy.hpp"
+#include "monitoring_proxy/clock.hpp"
 #include "monitoring_proxy/registry.hpp"
 #include "options.hpp"
 #include "policy/preauth_admission.hpp"
@@ -75,6 +76,6 @@ private:
     std::shared_ptr<const AuthorizedKeys> authorized_keys_;
 };
 
-std::int64_t now_unix_ms();
+using monitoring_proxy::unix_now_ms;
 
 }  // namespace tunneld

@@ -142,7 +142,7 @@ int Worker::handle_tcpip_forward(Session& s, ssh_message msg) {
         ctx_.tunnels, {decision.target, forward->id, decision.fixed_port, s.client, s.fingerprint, decision.self_register});
     const bool ok = reservation.bind(fixed_ports, &bind_listener) &&
                     reservation.watch([&](int fd, std::string& why) { return watch_listener(*forward, fd, why); }) &&
-                    reservation.record(ctx_.registry, ctx_.instance_id, now_unix_ms(),
+                    reservation.record(ctx_.registry, ctx_.instance_id, unix_now_ms(),
                                        TunnelOwner{this, s.id, forward->id, reservation.claim().address,
                                                    reservation.claim().port, s.client});
     if (!ok) return refuse_forward(s, request, reservation.refusal(), reservation.failure());

@@ -221,6 +221,34 @@ bool permitlisten_allows(std::string_view entry, std::string_view bind_address, 
     return host.empty() || host == "*" || wildcard_match(host, bind_address);
 }
 
+namespace {
+
+// One non-comment line: the key, or why the line is skipped.
+std::string parse_key_line(std::string_view line, AuthorizedKey& key) {
+    std::string_view rest = line;
+    std::string_view probe = rest;
+    std::string_view first = next_token(probe);
+    if (!known_key_type(first)) {
+        std::vector<Option> options;
+        if (auto err = parse_options(rest, options); !err.empty()) return err;
+        if (auto err = apply_options(options, key); !err.empty()) return err;
+    }
+    std::string_view type = next_token(rest);
+    std::string_view blob = next_token(rest);
+    if (type.empty()) return "missing key type";
+    if (!known_key_type(type)) return "unknown key type \"" + std::string(type.substr(0, 64)) + "\"";
+    if (!supported_key_type(type))
+        return "key type " + std::string(type) + " is not accepted (use ed25519, ecdsa or rsa)";
+    if (blob.empty()) return "missing key data";
+    if (auto err = check_blob(type, blob); !err.empty()) return err;
+    key.type = std::string(type);
+    key.blob_base64 = std::string(blob);
+    key.comment = std::string(trim(rest));
+    return {};
+}
+
+}  // namespace
+
 AuthorizedKeys parse_authorized_keys(std::string_view text, std::string_view file_name) {
     AuthorizedKeys result;
     std::size_t line_no = 0;
@@ -243,48 +271,12 @@ AuthorizedKeys parse_authorized_keys(std::string_view text, std::string_view fil
             report("NUL byte in line");
             continue;
         }
-
         AuthorizedKey key;
         key.line = line_no;
-        std::string_view rest = line;
-        std::string_view probe = rest;
-        std::string_view first = next_token(probe);
-        if (!known_key_type(first)) {
-            std::vector<Option> options;
-            if (auto err = parse_options(rest, options); !err.empty()) {
-                report(err);
-                continue;
-            }
-            if (auto err = apply_options(options, key); !err.empty()) {
-                report(err);
-                continue;
-            }
-        }
-        std::string_view type = next_token(rest);
-        std::string_view blob = next_token(rest);
-        if (type.empty()) {
-            report("missing key type");
-            continue;
-        }
-        if (!known_key_type(type)) {
-            report("unknown key type \"" + std::string(type.substr(0, 64)) + "\"");
-            continue;
-        }
-        if (!supported_key_type(type)) {
-            report("key type " + std::string(type) + " is not accepted (use ed25519, ecdsa or rsa)");
-            continue;
-        }
-        if (blob.empty()) {
-            report("missing key data");
-            continue;
-        }
-        if (auto err = check_blob(type, blob); !err.empty()) {
+        if (auto err = parse_key_line(line, key); !err.empty()) {
             report(err);
             continue;
         }
-        key.type = std::string(type);
-        key.blob_base64 = std::string(blob);
-        key.comment = std::string(trim(rest));
         result.keys.push_back(std::move(key));
     }
     return result;

@@ -52,9 +52,65 @@ bool is_address_like(std::string_view a) noexcept {
     return std::all_of(a.begin(), a.end(), [](char c) { return (c >= '0' && c <= '9') || c == '.'; });
 }
 
+namespace {
+
+// Named forward: -R NAME:PORT:host:port. The requested port is echoed back in channel opens only.
+ForwardDecision decide_named(const std::string& name, const KeyGrant& key, const PolicyConfig& config,
+                             const TargetLookup& lookup_target) {
+    if (!monitoring_proxy::valid_target_name(name)) {
+        return refuse("invalid_name", "\"" + name.substr(0, 80) + "\" is neither an address nor a valid target name (" +
+                                          monitoring_proxy::kTargetNameRule + ")");
+    }
+    if (auto record = lookup_target(name)) return decide_declared(name, *record, key, config.range);
+    if (!config.allow_undeclared) {
+        return refuse("undeclared", "target \"" + name + "\" is not declared (tunnelctl add " + name + ")");
+    }
+    if (!key.from_authorized_keys) {
+        return refuse("not_bound",
+                      "only authorized_keys keys may declare new names; this key may serve only its "
+                      "bound targets, not \"" +
+                          name + "\"");
+    }
+    ForwardDecision d;
+    d.allowed = true;
+    d.target = name;
+    d.self_register = true;
+    return d;
+}
+
+// Numbered forward: -R PORT:host:port names the target by its fixed port; -R 0:host:port by the key being bound
+// to exactly one.
+ForwardDecision decide_numbered(std::uint32_t port, const KeyGrant& key, const PortRange& range,
+                                const TargetLookup& lookup_target, const FixedPortLookup& lookup_fixed_port) {
+    if (port == 0) {
+        if (key.bound_targets.size() != 1) {
+            return refuse("ambiguous_port0", "-R 0:... needs a key bound to exactly one target (this key has " +
+                                                 std::to_string(key.bound_targets.size()) +
+                                                 "); use -R NAME:80:host:port");
+        }
+        const std::string& name = key.bound_targets.front();
+        auto record = lookup_target(name);
+        if (!record) return refuse("undeclared", "target \"" + name + "\" vanished from the registry");
+        return decide_declared(name, *record, key, range);
+    }
+    if (!range.contains(port)) {
+        return refuse("port_range", "port " + std::to_string(port) + " is outside --port-range " +
+                                        std::to_string(range.lo) + "-" + std::to_string(range.hi));
+    }
+    auto name = lookup_fixed_port(static_cast<std::uint16_t>(port));
+    if (!name) {
+        return refuse("undeclared", "no declared target has fixed port " + std::to_string(port) +
+                                        " (tunnelctl add NAME --port " + std::to_string(port) + ")");
+    }
+    auto record = lookup_target(*name);
+    if (!record) return refuse("undeclared", "target \"" + *name + "\" vanished from the registry");
+    return decide_declared(*name, *record, key, range);
+}
+
+}  // namespace
+
 ForwardDecision decide_forward(const ForwardRequest& request, const KeyGrant& key, const PolicyConfig& config,
                                const TargetLookup& lookup_target, const FixedPortLookup& lookup_fixed_port) {
-    const auto& range = config.range;
     if (request.bind_port > 65535) return refuse("invalid", "port " + std::to_string(request.bind_port) + " > 65535");
     if (!key.forwarding_allowed) {
         return refuse("no_port_forwarding",
@@ -70,58 +126,8 @@ ForwardDecision decide_forward(const ForwardRequest& request, const KeyGrant& ke
                                               std::to_string(request.bind_port));
         }
     }
-
-    if (!is_address_like(request.bind_address)) {
-        // Named forward: -R NAME:PORT:host:port. The requested port is echoed back in channel opens only.
-        const std::string& name = request.bind_address;
-        if (!monitoring_proxy::valid_target_name(name)) {
-            return refuse("invalid_name", "\"" + name.substr(0, 80) +
-                                              "\" is neither an address nor a valid target name (" +
-                                              monitoring_proxy::kTargetNameRule + ")");
-        }
-        if (auto record = lookup_target(name)) return decide_declared(name, *record, key, range);
-        if (!config.allow_undeclared) {
-            return refuse("undeclared", "target \"" + name + "\" is not declared (tunnelctl add " + name + ")");
-        }
-        if (!key.from_authorized_keys) {
-            return refuse("not_bound",
-                          "only authorized_keys keys may declare new names; this key may serve only its "
-                          "bound targets, not \"" +
-                              name + "\"");
-        }
-        ForwardDecision d;
-        d.allowed = true;
-        d.target = name;
-        d.self_register = true;
-        return d;
-    }
-
-    if (request.bind_port == 0) {
-        // -R 0:host:port: the key names its target by being bound to exactly one.
-        if (key.bound_targets.size() != 1) {
-            return refuse("ambiguous_port0", "-R 0:... needs a key bound to exactly one target (this key has " +
-                                                 std::to_string(key.bound_targets.size()) +
-                                                 "); use -R NAME:80:host:port");
-        }
-        const std::string& name = key.bound_targets.front();
-        auto record = lookup_target(name);
-        if (!record) return refuse("undeclared", "target \"" + name + "\" vanished from the registry");
-        return decide_declared(name, *record, key, range);
-    }
-
-    // Numbered forward: -R PORT:host:port names the target by its fixed port.
-    if (!range.contains(request.bind_port)) {
-        return refuse("port_range", "port " + std::to_string(request.bind_port) + " is outside --port-range " +
-                                        std::to_string(range.lo) + "-" + std::to_string(range.hi));
-    }
-    auto name = lookup_fixed_port(static_cast<std::uint16_t>(request.bind_port));
-    if (!name) {
-        return refuse("undeclared", "no declared target has fixed port " + std::to_string(request.bind_port) +
-                                        " (tunnelctl add NAME --port " + std::to_string(request.bind_port) + ")");
-    }
-    auto record = lookup_target(*name);
-    if (!record) return refuse("undeclared", "target \"" + *name + "\" vanished from the registry");
-    return decide_declared(*name, *record, key, range);
+    if (!is_address_like(request.bind_address)) return decide_named(request.bind_address, key, config, lookup_target);
+    return decide_numbered(request.bind_port, key, config.range, lookup_target, lookup_fixed_port);
 }
 
 }  // namespace tunneld

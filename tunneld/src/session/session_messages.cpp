@@ -114,6 +114,27 @@ int Worker::handle_message(Session& s, ssh_message msg) {
     }
 }
 
+int Worker::refuse_auth(Session& s, const std::string& reason, const std::string& why, const std::string& fp) {
+    ctx_.counters.add(Counter::kAuthFailures, reason);
+    log_line("auth refused client=" + s.client + " user=" + log_quote(s.user) + " fingerprint=" + fp +
+             " reason=" + reason + " detail=" + log_quote(why));
+    if (++s.auth_failures >= kMaxAuthFailures) close_session(s, "too many authentication failures");
+    return 1;
+}
+
+// An unknown key that signed: partial success, and keyboard-interactive for its join token from now on.
+void Worker::offer_enrolment(Session& s, ssh_message msg, const std::string& fp, const std::string& blob,
+                             const std::string& type) {
+    s.enrol_fingerprint = fp;
+    s.enrol_blob = blob;
+    s.enrol_type = type;
+    s.enrol_prompted = false;
+    ssh_message_auth_set_methods(msg, SSH_AUTH_METHOD_INTERACTIVE);
+    ssh_message_auth_reply_success(msg, 1);  // SSH_MSG_USERAUTH_FAILURE, partial success: now the token
+    log_line("auth partial client=" + s.client + " user=" + log_quote(s.user) + " fingerprint=" + fp +
+             " type=" + type + " reason=\"unknown key, asking for a join token\"");
+}
+
 int Worker::handle_auth(Session& s, ssh_message msg) {
     // keyboard-interactive is offered only to a key that proved itself and may enrol with a join token.
     ssh_message_auth_set_methods(msg, SSH_AUTH_METHOD_PUBLICKEY |
@@ -123,11 +144,7 @@ int Worker::handle_auth(Session& s, ssh_message msg) {
     if (const char* user_c = ssh_message_auth_user(msg)) s.user = user_c;
     int method = ssh_message_subtype(msg);
     auto refuse = [&](const std::string& reason, const std::string& why, const std::string& fp) {
-        ctx_.counters.add(Counter::kAuthFailures, reason);
-        log_line("auth refused client=" + s.client + " user=" + log_quote(s.user) + " fingerprint=" + fp +
-                 " reason=" + reason + " detail=" + log_quote(why));
-        if (++s.auth_failures >= kMaxAuthFailures) close_session(s, "too many authentication failures");
-        return 1;
+        return refuse_auth(s, reason, why, fp);
     };
     if (method == SSH_AUTH_METHOD_INTERACTIVE && !s.enrol_fingerprint.empty()) return handle_token_auth(s, msg);
     if (method != SSH_AUTH_METHOD_PUBLICKEY) {
@@ -156,7 +173,7 @@ int Worker::handle_auth(Session& s, ssh_message msg) {
     if (!verdict.accepted && verdict.reason == "unknown_key") {
         try {
             may_enrol = ctx_.registry.with(
-                [&](auto& reg) { return invitations_open(reg, now_unix_ms() / 1000); });
+                [&](auto& reg) { return invitations_open(reg, unix_now_ms() / 1000); });
         } catch (const std::exception& e) {
             log_line(std::string("registry error while looking for invitations: ") + e.what());
         }
@@ -169,18 +186,10 @@ int Worker::handle_auth(Session& s, ssh_message msg) {
     }
     if (state != SSH_PUBLICKEY_STATE_VALID) return refuse("bad_signature", "signature does not verify", fp);
 
-    if (may_enrol) {
-        s.enrol_fingerprint = fp;
-        s.enrol_blob = blob;
-        s.enrol_type = type;
-        s.enrol_prompted = false;
-        ssh_message_auth_set_methods(msg, SSH_AUTH_METHOD_INTERACTIVE);
-        ssh_message_auth_reply_success(msg, 1);  // SSH_MSG_USERAUTH_FAILURE, partial success: now the token
-        log_line("auth partial client=" + s.client + " user=" + log_quote(s.user) + " fingerprint=" + fp +
-                 " type=" + type + " reason=\"unknown key, asking for a join token\"");
-        return 0;
-    }
-    accept_auth(s, msg, type, std::move(verdict));
+    if (may_enrol)
+        offer_enrolment(s, msg, fp, blob, type);
+    else
+        accept_auth(s, msg, type, std::move(verdict));
     return 0;
 }
 
@@ -213,7 +222,7 @@ int Worker::handle_token_auth(Session& s, ssh_message msg) {
     const char* answer = ssh_userauth_kbdint_getanswer(s.ssh(), 0);
     const std::string fp = s.enrol_fingerprint;
     Enrolment outcome = ctx_.registry.with(
-        [&](auto& reg) { return consume_invite(reg, answer ? answer : "", fp, now_unix_ms() / 1000); });
+        [&](auto& reg) { return consume_invite(reg, answer ? answer : "", fp, unix_now_ms() / 1000); });
     if (outcome.result != EnrolResult::kEnrolled) return refuse(enrol_reason(outcome.result), outcome.target);
 
     ctx_.counters.add(Counter::kEnrolments);

@@ -92,6 +92,9 @@ private:
     // session/session_messages.cpp
     int handle_message(Session& s, ssh_message msg);
     int handle_auth(Session& s, ssh_message msg);
+    int refuse_auth(Session& s, const std::string& reason, const std::string& why, const std::string& fp);
+    void offer_enrolment(Session& s, ssh_message msg, const std::string& fp, const std::string& blob,
+                         const std::string& type);
     int handle_token_auth(Session& s, ssh_message msg);
     void accept_auth(Session& s, ssh_message msg, const std::string& type, KeyVerdict verdict);
     int handle_channel_open(Session& s, ssh_message msg);
