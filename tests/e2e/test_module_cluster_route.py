@@ -129,3 +129,39 @@ def test_leaving_the_cluster_is_single_node_again(env):
     assert c.b.status("/web1/metrics") == 200
     c.b_registry.fixture("cluster-leave", "-")
     assert c.b.get("/web1/metrics")[:2] == (503, 'target "web1" is not connected\n')
+
+
+PAGES = COUNTERS + "\n        location = /-/metrics { tunnel_metrics; }\n        location = /-/status { tunnel_status; }" \
+    "\n        location = /-/sd { tunnel_sd; }"
+
+
+def test_metrics_status_and_discovery_show_the_cluster(env):
+    env.registry.add("web1")
+    exporter = env.backend("web1")
+    env.registry.live("web1", exporter.port)
+    single = env.nginx(server_extra=PAGES).start()
+    assert "cluster_" not in single.get("/-/metrics")[1]  # single-node: no cluster families at all
+    sd_single = single.get("/-/sd")[1]
+
+    env.registry.fixture("cluster-self", "node-a", "degraded")
+    env.registry.fixture("cluster-node", "node-a", f"127.0.0.1:{single.port}", "1", "alive")
+    env.registry.fixture("cluster-node", "node-b", "127.0.0.2:8080", "2", "dead")
+    env.registry.add("db")
+    env.registry.fixture("cluster-tunnel", "db", "node-b", "127.0.0.2:8080")
+    metrics = single.get("/-/metrics")[1]
+    assert "monitoring_proxy_cluster_etcd_up 0\n" in metrics
+    assert 'monitoring_proxy_cluster_node_alive{node="node-b"} 0\n' in metrics
+    assert 'monitoring_proxy_cluster_node_tunnels{node="node-b"} 2\n' in metrics
+    assert 'monitoring_proxy_cluster_tunnel_holder{tunnel="web1",node="node-a"} 1\n' in metrics
+    assert 'monitoring_proxy_cluster_tunnel_holder{tunnel="db",node="node-b"} 1\n' in metrics
+    status = json.loads(single.get("/-/status?format=json")[1])
+    assert status["cluster"]["node"] == "node-a"
+    assert status["cluster"]["etcd"] == "degraded"
+    assert status["cluster"]["nodes"]["node-b"] == {**status["cluster"]["nodes"]["node-b"], "alive": False,
+                                                     "tunnels": 2, "http": "127.0.0.2:8080"}
+    assert status["cluster"]["holders"] == {"db": "node-b", "web1": "node-a"}
+    assert 'id="nodes"' in single.get("/-/status")[1]
+    # Discovery is unchanged: instance = target name, no proxy address.
+    sd = json.loads(single.get("/-/sd")[1])
+    assert sorted(t["labels"]["instance"] for t in sd) == ["db", "web1"]
+    assert json.loads(sd_single)[0] in sd
