@@ -72,6 +72,25 @@ private:
     std::string current_;
 };
 
+// Cluster families. Which node holds a target is its own info-style series (tunnel, node), never a label of the
+// target's other series: a tunnel moving between proxies changes only this one.
+void render_cluster(Exposition& x, const ClusterMetricsInput& c, const std::vector<const registry::SnapshotEntry*>& declared) {
+    x.family("cluster_etcd_up", "gauge", "Whether tunneld's etcd connection is up (1) or degraded (0).");
+    x.sample({}, c.state.etcd == registry::EtcdState::kConnected ? 1 : 0);
+    x.family("cluster_node_alive", "gauge", "Whether the cluster node's etcd lease is alive (1) or not (0).");
+    for (const auto& [id, node] : c.nodes) x.sample({{"node", id}}, node.alive ? 1 : 0);
+    x.family("cluster_node_tunnels", "gauge", "Tunnels the cluster node holds.");
+    for (const auto& [id, node] : c.nodes) x.sample({{"node", id}}, node.tunnels_held);
+    x.family("cluster_tunnel_holder", "gauge", "1 for the node holding the target's tunnel (info-style series).");
+    for (const auto* e : declared) {
+        if (e->tunnel) {
+            x.sample({{"tunnel", e->name}, {"node", c.state.node_id}}, 1);
+        } else if (auto it = c.tunnels.find(e->name); it != c.tunnels.end()) {
+            x.sample({{"tunnel", e->name}, {"node", it->second.node_id}}, 1);
+        }
+    }
+}
+
 }  // namespace
 
 std::string render_metrics(const MetricsInput& in) {
@@ -168,6 +187,7 @@ std::string render_metrics(const MetricsInput& in) {
         x.sample({{"outcome", std::string(outcome_label(static_cast<Outcome>(o)))}}, in.requests.totals.outcomes[o]);
     x.family("untracked_requests_total", "counter", "Requests of targets that found the per-target counter table full (counted in totals only).");
     x.sample({}, in.requests.dropped_targets);
+    if (in.cluster) render_cluster(x, *in.cluster, declared);
 
     // In vocabulary order, so the exposition does not depend on which counters happen to exist.
     for (const auto& spec : registry::kTunneldCounters) {

@@ -14,10 +14,18 @@
 
 namespace monitoring_proxy::tunnel {
 
+// The registry's cluster view (registry_schema.hpp); absent in single-node mode.
+struct ClusterMetricsInput {
+    registry::ClusterStateRecord state;
+    std::map<std::string, registry::ClusterNodeRecord> nodes;
+    std::map<std::string, registry::ClusterTunnelRecord> tunnels;  // held by other nodes
+};
+
 struct MetricsInput {
     const std::vector<registry::SnapshotEntry>& entries;
     const std::map<std::string, std::uint64_t>& tunneld_counters;  // live counters keys (registry_schema.hpp)
     const CountersSnapshot& requests;
+    const ClusterMetricsInput* cluster = nullptr;  // nullptr: single-node, no cluster families at all
 };
 
 std::string render_metrics(const MetricsInput& input);

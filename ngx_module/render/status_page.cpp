@@ -151,8 +151,89 @@ std::vector<StatusRow> status_rows(const std::vector<registry::SnapshotEntry>& e
     return rows;
 }
 
+namespace {
+
+// The node holding `row`'s tunnel: this one when it is connected here, else the cluster view's; empty if none.
+std::string holder_of(const StatusRow& row, const ClusterMetricsInput& c) {
+    if (row.connected) return c.state.node_id;
+    auto it = c.tunnels.find(row.name);
+    return it == c.tunnels.end() ? std::string() : it->second.node_id;
+}
+
+const char* etcd_text(const ClusterMetricsInput& c) {
+    return c.state.etcd == registry::EtcdState::kConnected ? "connected" : "degraded";
+}
+
+void cluster_html(std::string& o, const ClusterMetricsInput& c, const std::vector<StatusRow>& rows, std::int64_t now_ms) {
+    o += "<h2>Cluster</h2>\n<p class=\"summary\">this node <code>";
+    html_escape(o, c.state.node_id);
+    o += std::string("</code> &middot; etcd ") + etcd_text(c) + " since " + utc(c.state.etcd_since_unix_ms) +
+         " &middot; revision " + std::to_string(c.state.applied_revision) + "</p>\n";
+    o += "<table id=\"nodes\"><thead><tr><th>Node</th><th>HTTP</th><th>Alive</th><th>Tunnels</th><th>Last seen</th>"
+         "</tr></thead><tbody>\n";
+    for (const auto& [id, node] : c.nodes) {
+        o += "<tr data-node=\"";
+        html_escape(o, id);
+        o += "\"><td>";
+        html_escape(o, id);
+        o += "</td><td><code>" + endpoint_text(node.http.address, node.http.port) + "</code></td><td>" +
+             (node.alive ? "yes" : "no") + "</td><td>" + std::to_string(node.tunnels_held) + "</td><td>" +
+             ago(now_ms, node.last_seen_unix_ms) + "</td></tr>\n";
+    }
+    o += "</tbody></table>\n<table id=\"holders\"><thead><tr><th>Target</th><th>Held by</th></tr></thead><tbody>\n";
+    for (const auto& r : rows) {
+        o += "<tr data-target=\"";
+        html_escape(o, r.name);
+        o += "\"><td>";
+        html_escape(o, r.name);
+        o += "</td><td>";
+        const std::string holder = holder_of(r, c);
+        if (holder.empty()) o += "<span class=\"muted\">nobody</span>";
+        else html_escape(o, holder);
+        o += "</td></tr>\n";
+    }
+    o += "</tbody></table>\n";
+}
+
+void cluster_json(std::string& o, const ClusterMetricsInput& c, const std::vector<StatusRow>& rows) {
+    using json::append_string;
+    o += ",\"cluster\":{\"node\":";
+    append_string(o, c.state.node_id);
+    o += ",\"etcd\":";
+    append_string(o, etcd_text(c));
+    o += ",\"etcd_since\":";
+    append_string(o, utc(c.state.etcd_since_unix_ms));
+    o += ",\"revision\":" + std::to_string(c.state.applied_revision) + ",\"nodes\":{";
+    bool first = true;
+    for (const auto& [id, node] : c.nodes) {
+        if (!first) o += ',';
+        first = false;
+        append_string(o, id);
+        o += ":{\"http\":";
+        append_string(o, endpoint_text(node.http.address, node.http.port));
+        o += std::string(",\"alive\":") + (node.alive ? "true" : "false") +
+             ",\"tunnels\":" + std::to_string(node.tunnels_held) + ",\"last_seen\":";
+        append_string(o, utc(node.last_seen_unix_ms));
+        o += '}';
+    }
+    o += "},\"holders\":{";
+    first = true;
+    for (const auto& r : rows) {
+        if (!first) o += ',';
+        first = false;
+        append_string(o, r.name);
+        o += ':';
+        const std::string holder = holder_of(r, c);
+        if (holder.empty()) o += "null";
+        else append_string(o, holder);
+    }
+    o += "}}";
+}
+
+}  // namespace
+
 std::string render_status_html(const std::vector<StatusRow>& rows, std::int64_t now_ms, int refresh_seconds,
-                               const Invites& invites) {
+                               const Invites& invites, const ClusterMetricsInput* cluster) {
     std::size_t connected = std::count_if(rows.begin(), rows.end(), [](auto& r) { return r.connected; });
     std::size_t problems = std::count_if(rows.begin(), rows.end(), [](auto& r) { return r.severity == 2; });
     std::string o;
@@ -230,11 +311,13 @@ code{font:12px ui-monospace,monospace;word-break:break-all}
              "or let a host self-register.</td></tr>\n";
     o += "</tbody></table>\n";
     invites_html(o, invites, now_ms);
+    if (cluster) cluster_html(o, *cluster, rows, now_ms);
     o += "</body></html>\n";
     return o;
 }
 
-std::string render_status_json(const std::vector<StatusRow>& rows, std::int64_t now_ms, const Invites& invites) {
+std::string render_status_json(const std::vector<StatusRow>& rows, std::int64_t now_ms, const Invites& invites,
+                               const ClusterMetricsInput* cluster) {
     using json::append_string;
     std::string o = "{\"generated\":";
     append_string(o, utc(now_ms));
@@ -284,6 +367,7 @@ std::string render_status_json(const std::vector<StatusRow>& rows, std::int64_t 
     }
     o += rows.empty() ? "]" : "\n]";
     invites_json(o, invites, now_ms);
+    if (cluster) cluster_json(o, *cluster, rows);
     o += "}\n";
     return o;
 }

@@ -2,6 +2,7 @@
 // refreshing itself; and the same rows as JSON.
 #pragma once
 
+#include "metrics.hpp"
 #include "monitoring_proxy/registry.hpp"
 #include "tunnel/counters.hpp"
 
@@ -34,9 +35,10 @@ using Invites = std::map<std::string, registry::InviteRecord>;
 std::vector<StatusRow> status_rows(const std::vector<registry::SnapshotEntry>& entries,
                                    const CountersSnapshot& requests);
 
+// `cluster`: the cluster section (etcd state, nodes, the node holding each target); nullptr in single-node mode.
 std::string render_status_html(const std::vector<StatusRow>& rows, std::int64_t now_unix_ms, int refresh_seconds,
-                               const Invites& invites = {});
+                               const Invites& invites = {}, const ClusterMetricsInput* cluster = nullptr);
 std::string render_status_json(const std::vector<StatusRow>& rows, std::int64_t now_unix_ms,
-                               const Invites& invites = {});
+                               const Invites& invites = {}, const ClusterMetricsInput* cluster = nullptr);
 
 }  // namespace monitoring_proxy::tunnel

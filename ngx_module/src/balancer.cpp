@@ -1,5 +1,5 @@
-// The `tunnel` balancer: every request is resolved against the registry (one lookup) and connected to the live
-// tunnel's 127.0.0.1 port. Modelled on ngx_http_upstream_hash_module: init_upstream chains round-robin (for the
+// The `tunnel` balancer: every request is resolved against the registry (one lookup, route.cpp) and connected to
+// the live tunnel's loopback address, or in cluster mode to the nginx of the proxy holding the tunnel. Modelled on ngx_http_upstream_hash_module: init_upstream chains round-robin (for the
 // placeholder server the upstream block needs), init_peer decides per request, get_peer fills pc->sockaddr.
 //
 // Outcomes other than "proxied" are decided in init_peer, before any connection: init_peer then fails, nginx
@@ -7,9 +7,7 @@
 #include "module.hpp"
 #include "worker_registry.hpp"
 
-#include "monitoring_proxy/codec.hpp"
-#include "monitoring_proxy/names.hpp"
-#include "tunnel/request_path.hpp"
+#include "tunnel/cluster_hop.hpp"
 #include "tunnel/scrape_timeout.hpp"
 
 #include <cstring>
@@ -57,20 +55,6 @@ void free_peer(ngx_peer_connection_t* pc, void*, ngx_uint_t) noexcept {
     pc->tries = 0;
 }
 
-const ngx_table_elt_t* find_request_header(ngx_http_request_t* r, std::string_view name) noexcept {
-    for (ngx_list_part_t* part = &r->headers_in.headers.part; part != nullptr; part = part->next) {
-        auto* headers = static_cast<ngx_table_elt_t*>(part->elts);
-        for (ngx_uint_t i = 0; i < part->nelts; ++i) {
-            if (headers[i].key.len == name.size() &&
-                ngx_strncasecmp(headers[i].key.data, reinterpret_cast<u_char*>(const_cast<char*>(name.data())),
-                                name.size()) == 0) {
-                return &headers[i];
-            }
-        }
-    }
-    return nullptr;
-}
-
 // A scrape timeout below the configured read timeout gets this request its own copy of the upstream conf.
 ngx_int_t apply_scrape_timeout(ngx_http_request_t* r) noexcept {
     const ngx_table_elt_t* header = find_request_header(r, kScrapeTimeoutHeader);
@@ -92,36 +76,6 @@ ngx_int_t apply_scrape_timeout(ngx_http_request_t* r) noexcept {
     return NGX_OK;
 }
 
-Outcome resolve(ngx_http_request_t* r, RequestCtx* ctx, std::string_view name, std::string_view path,
-                registry::Resolved* live) noexcept {
-    if (!valid_target_name(name)) return Outcome::kInvalidName;
-    registry::Reader* reader = worker_reader(r->connection->log);
-    if (reader == nullptr) return Outcome::kRegistryError;
-    try {
-        const registry::Resolved resolved = reader->resolve(name, path);
-        switch (resolved.status) {
-        case registry::Resolution::kLive:
-            ctx->declared = 1;
-            *live = resolved;
-            return Outcome::kProxied;
-        case registry::Resolution::kUnknown: return Outcome::kUnknown;
-        case registry::Resolution::kNotConnected: ctx->declared = 1; return Outcome::kNotConnected;
-        case registry::Resolution::kPathForbidden: ctx->declared = 1; return Outcome::kPathForbidden;
-        }
-        return Outcome::kRegistryError;
-    } catch (const registry::DecodeError& e) {
-        // One record that cannot be decoded (damaged, or written by a newer version) fails this target only.
-        const std::string printable = printable_name(name);
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0, "tunnel: the registry record of \"%*s\" is unreadable: %s",
-                      printable.size(), printable.data(), e.what());
-    } catch (const std::exception& e) {
-        worker_registry_failed(r->connection->log, e.what());
-    } catch (...) {
-        worker_registry_failed(r->connection->log, "unexpected exception");
-    }
-    return Outcome::kRegistryError;
-}
-
 ngx_int_t set_reply(ngx_http_request_t* r, RequestCtx* ctx) {
     const std::string body = reply_body(ctx->outcome, view(ctx->name));
     ctx->reply.data = static_cast<u_char*>(ngx_pnalloc(r->pool, body.size()));
@@ -141,49 +95,29 @@ ngx_int_t set_reply(ngx_http_request_t* r, RequestCtx* ctx) {
     return NGX_OK;
 }
 
+RequestCtx* route(ngx_http_request_t* r, UpstreamConf* ucf) noexcept {
+    // tunnel_key names the target (the whole path is then the target's): decided here, never by a variable,
+    // and never a hop (a hop forwards /NAME/...).
+    if (ucf->key == nullptr) return route_by_path(r);
+    ngx_str_t key;
+    if (ngx_http_complex_value(r, ucf->key, &key) != NGX_OK) return nullptr;
+    return decide_route(r, view(key), view(r->uri), false);
+}
+
 ngx_int_t init_peer_or_throw(ngx_http_request_t* r, ngx_http_upstream_srv_conf_t* us) {
-    UpstreamConf* ucf = upstream_conf(us);
-    auto* ctx = static_cast<RequestCtx*>(ngx_pcalloc(r->pool, sizeof(RequestCtx)));
+    RequestCtx* ctx = route(r, upstream_conf(us));
     if (ctx == nullptr) return NGX_ERROR;
-    ngx_http_set_ctx(r, ctx, ngx_http_tunnel_module);
-    ctx->sent_at_start = r->connection->sent;
-
-    // The name comes from tunnel_key when configured (then the whole path is the target's), otherwise from the
-    // first path segment.
-    std::string_view name, path;
-    if (ucf->key != nullptr) {
-        ngx_str_t key;
-        if (ngx_http_complex_value(r, ucf->key, &key) != NGX_OK) return NGX_ERROR;
-        name = view(key);
-        path = view(r->uri);
-    } else {
-        const TargetPath split = split_target_path(view(r->uri));
-        name = split.name;
-        path = split.rest;
+    ctx->balanced = 1;
+    // proxy_set_header ran before us: without $tunnel_hop in it, the peer would not know this was a hop.
+    if (ctx->outcome == Outcome::kHopped && !ctx->hop_header_read) {
+        ctx->outcome = Outcome::kHopRefused;
+        ctx->hop_verdict = static_cast<ngx_uint_t>(HopVerdict::kNoHopHeader);
     }
-    ctx->name.data = reinterpret_cast<u_char*>(const_cast<char*>(name.data()));
-    ctx->name.len = name.size();
-
-    registry::Resolved live;
-    ctx->outcome = resolve(r, ctx, name, path, &live);
-    if (ctx->outcome != Outcome::kProxied) {
+    if (ctx->outcome != Outcome::kProxied && ctx->outcome != Outcome::kHopped) {
+        log_route_refusal(r, ctx);
         set_reply(r, ctx);
         return NGX_ERROR;  // nginx answers 500 without connecting; reply_filter.cpp substitutes ours
     }
-
-    // The forward's own address: keepalive's cache matches idle connections on the whole sockaddr, so a
-    // connection relayed by an earlier forward (another address) is never handed to this request.
-    ctx->peer_sockaddr.sin_family = AF_INET;
-    ctx->peer_sockaddr.sin_port = htons(live.port);
-    ctx->peer_sockaddr.sin_addr.s_addr = htonl(live.address);
-    u_char* end = ngx_snprintf(ctx->peer_name_data, sizeof(ctx->peer_name_data), "%ui.%ui.%ui.%ui:%ui",
-                               static_cast<ngx_uint_t>(live.address >> 24),
-                               static_cast<ngx_uint_t>((live.address >> 16) & 0xff),
-                               static_cast<ngx_uint_t>((live.address >> 8) & 0xff),
-                               static_cast<ngx_uint_t>(live.address & 0xff), static_cast<ngx_uint_t>(live.port));
-    ctx->peer_name.data = ctx->peer_name_data;
-    ctx->peer_name.len = static_cast<size_t>(end - ctx->peer_name_data);
-
     ngx_http_upstream_t* u = r->upstream;
     u->peer.data = ctx;
     u->peer.get = get_peer;

@@ -35,7 +35,7 @@ ngx_int_t init_zone(ngx_shm_zone_t* zone, void* old_data) noexcept {
 
 ngx_int_t log_handler(ngx_http_request_t* r) noexcept {
     const RequestCtx* ctx = request_ctx(r);
-    if (ctx == nullptr) return NGX_OK;
+    if (ctx == nullptr || !ctx->balanced) return NGX_OK;  // a variable decided, but no tunnel upstream ran
     auto table = request_counters(r);
     if (!table) return NGX_OK;
 

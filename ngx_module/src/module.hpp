@@ -35,9 +35,16 @@ struct LocConf {
     ngx_http_complex_value_t* sd_address;  // tunnel_sd ADDRESS; nullptr: the request's Host
 };
 
-// One request through a `tunnel` upstream, allocated from r->pool by the balancer's init_peer.
+// One request through a `tunnel` upstream, allocated from r->pool when its route is decided (route.cpp).
 struct RequestCtx {
     Outcome outcome;                 // decided before any connection is made
+    ngx_flag_t decided;              // the route is decided (by $tunnel_uri, $tunnel_hop or init_peer)
+    ngx_flag_t balanced;             // init_peer ran: the request is counted
+    ngx_flag_t hop_header_read;      // $tunnel_hop was evaluated while hopping (proxy_set_header sends it)
+    ngx_uint_t hop_verdict;          // HopVerdict, for a cluster-held target
+    ngx_str_t self_id, holder_id;    // cluster: this node, the node holding the tunnel
+    ngx_str_t incoming_hop;          // the request's Monitoring-Proxy-Hop value
+    ngx_flag_t has_incoming_hop;
     ngx_str_t name;                  // requested name (as given; may be invalid)
     ngx_flag_t declared;             // the registry knows the name: count it per target
     ngx_str_t reply;                 // our own body for every outcome but kProxied
@@ -54,6 +61,15 @@ inline RequestCtx* request_ctx(ngx_http_request_t* r) noexcept {
     return static_cast<RequestCtx*>(ngx_http_get_module_ctx(r, ngx_http_tunnel_module));
 }
 
+// route.cpp: the route decision, once per request.
+// Path routing (/NAME/...): the request's ctx, decided now unless already. nullptr: out of memory.
+RequestCtx* route_by_path(ngx_http_request_t* r) noexcept;
+// Decides anew for `name` (tunnel_key routing passes allow_hop = false).
+RequestCtx* decide_route(ngx_http_request_t* r, std::string_view name, std::string_view path, bool allow_hop) noexcept;
+// Logs why a cluster-held target was not forwarded (outcome kHopRefused), at warn level.
+void log_route_refusal(ngx_http_request_t* r, const RequestCtx* ctx) noexcept;
+const ngx_table_elt_t* find_request_header(ngx_http_request_t* r, std::string_view name) noexcept;
+
 // balancer.cpp
 char* tunnel_directive(ngx_conf_t* cf, ngx_command_t* cmd, void* conf) noexcept;
 // Checks that no later balancing directive replaced `tunnel` (nginx only warns about that).
@@ -67,7 +83,7 @@ char* sd_directive(ngx_conf_t* cf, ngx_command_t* cmd, void* conf) noexcept;
 char* metrics_directive(ngx_conf_t* cf, ngx_command_t* cmd, void* conf) noexcept;
 char* status_directive(ngx_conf_t* cf, ngx_command_t* cmd, void* conf) noexcept;
 
-// variables.cpp: $tunnel_name, $tunnel_uri
+// variables.cpp: $tunnel_name, $tunnel_uri, $tunnel_hop
 ngx_int_t add_variables(ngx_conf_t* cf) noexcept;
 
 // reply_filter.cpp: turns nginx's 500 page into our status and text for outcomes decided in init_peer.

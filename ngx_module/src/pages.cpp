@@ -16,6 +16,7 @@
 #include "monitoring_proxy/clock.hpp"
 
 #include <exception>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -81,13 +82,21 @@ ngx_int_t sd_handler(ngx_http_request_t* r) noexcept {
     });
 }
 
+// The registry's cluster view for the pages; nullopt in single-node mode (no cluster state record).
+std::optional<ClusterMetricsInput> cluster_input(registry::Reader& reader) {
+    auto state = reader.cluster_state();
+    if (!state) return std::nullopt;
+    return ClusterMetricsInput{std::move(*state), reader.cluster_nodes(), reader.cluster_tunnels()};
+}
+
 ngx_int_t metrics_handler(ngx_http_request_t* r) noexcept {
     return with_registry(r, "tunnel_metrics", [r](registry::Reader& reader) {
         auto entries = reader.snapshot();
         auto counters = reader.counters();
         auto requests = request_snapshot(r);
+        const auto cluster = cluster_input(reader);
         return send_response(r, NGX_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8",
-                             render_metrics({entries, counters, requests}));
+                             render_metrics({entries, counters, requests, cluster ? &*cluster : nullptr}));
     });
 }
 
@@ -109,10 +118,13 @@ ngx_int_t status_handler(ngx_http_request_t* r) noexcept {
     return with_registry(r, "tunnel_status", [r](registry::Reader& reader) {
         auto rows = status_rows(reader.snapshot(), request_snapshot(r));
         auto invites = reader.invites();
+        const auto cluster = cluster_input(reader);
+        const ClusterMetricsInput* c = cluster ? &*cluster : nullptr;
         if (wants_json(r))
-            return send_response(r, NGX_HTTP_OK, "application/json", render_status_json(rows, unix_now_ms(), invites));
+            return send_response(r, NGX_HTTP_OK, "application/json",
+                                 render_status_json(rows, unix_now_ms(), invites, c));
         return send_response(r, NGX_HTTP_OK, "text/html; charset=utf-8",
-                             render_status_html(rows, unix_now_ms(), kStatusRefreshSeconds, invites));
+                             render_status_html(rows, unix_now_ms(), kStatusRefreshSeconds, invites, c));
     });
 }
 

@@ -1,5 +1,7 @@
 #include "monitoring_proxy/codec.hpp"
 
+#include "monitoring_proxy/names.hpp"
+
 #include <cstring>
 #include <limits>
 
@@ -127,6 +129,63 @@ TunnelFields read_tunnel(std::string_view bytes) {
     return f;
 }
 
+HttpEndpoint read_endpoint(FieldReader& in) {
+    HttpEndpoint e;
+    e.address = in.integer<std::uint32_t>("http address");
+    e.port = in.integer<std::uint16_t>("http port");
+    if (e.address == 0 || e.port == 0) in.fail("http endpoint has address or port 0");
+    return e;
+}
+
+void write_endpoint(Writer& w, const HttpEndpoint& e) {
+    w.integer(e.address);
+    w.integer(e.port);
+}
+
+std::string_view read_node_id(FieldReader& in, const char* field) {
+    std::string_view id = in.string(field);
+    if (!valid_node_id(id)) in.fail(std::string(field) + " is not a valid node id");
+    return id;
+}
+
+// The one cluster tunnel decoder; the strings stay views into `bytes`.
+struct ClusterTunnelFields {
+    ClusterHop hop;
+    std::int64_t connected_unix_ms = 0;
+    std::string_view key_fingerprint, client_address;
+};
+
+ClusterTunnelFields read_cluster_tunnel(std::string_view bytes) {
+    FieldReader in(bytes, "cluster tunnel");
+    ClusterTunnelFields f;
+    f.hop.node_id = read_node_id(in, "node id");
+    f.hop.http = read_endpoint(in);
+    f.connected_unix_ms = in.integer<std::int64_t>("connected");
+    f.key_fingerprint = in.string("fingerprint");
+    f.client_address = in.string("client");
+    in.end();
+    return f;
+}
+
+struct ClusterStateFields {
+    std::string_view node_id;
+    EtcdState etcd = EtcdState::kConnected;
+    std::int64_t etcd_since_unix_ms = 0, applied_revision = 0;
+};
+
+ClusterStateFields read_cluster_state(std::string_view bytes) {
+    FieldReader in(bytes, "cluster state");
+    ClusterStateFields f;
+    f.node_id = read_node_id(in, "node id");
+    const auto etcd = in.integer<std::uint8_t>("etcd state");
+    if (etcd > static_cast<std::uint8_t>(EtcdState::kDegraded)) in.fail("unknown etcd state " + std::to_string(etcd));
+    f.etcd = static_cast<EtcdState>(etcd);
+    f.etcd_since_unix_ms = in.integer<std::int64_t>("etcd since");
+    f.applied_revision = in.integer<std::int64_t>("revision");
+    in.end();
+    return f;
+}
+
 }  // namespace
 
 std::string encode(const TargetRecord& r) {
@@ -238,6 +297,62 @@ InviteRecord decode_invite(std::string_view bytes) {
     in.end();
     return r;
 }
+
+std::string encode(const ClusterTunnelRecord& r) {
+    Writer w(kRecordVersion);
+    w.string(r.node_id);
+    write_endpoint(w, r.http);
+    w.integer(r.connected_unix_ms);
+    w.string(r.key_fingerprint);
+    w.string(r.client_address);
+    return w.take();
+}
+
+ClusterTunnelRecord decode_cluster_tunnel(std::string_view bytes) {
+    const ClusterTunnelFields f = read_cluster_tunnel(bytes);
+    return ClusterTunnelRecord{std::string(f.hop.node_id), f.hop.http, f.connected_unix_ms,
+                               std::string(f.key_fingerprint), std::string(f.client_address)};
+}
+
+ClusterHop cluster_hop(std::string_view bytes) { return read_cluster_tunnel(bytes).hop; }
+
+std::string encode(const ClusterNodeRecord& r) {
+    Writer w(kRecordVersion);
+    write_endpoint(w, r.http);
+    w.integer(r.tunnels_held);
+    w.integer(r.last_seen_unix_ms);
+    w.integer(static_cast<std::uint8_t>(r.alive));
+    return w.take();
+}
+
+ClusterNodeRecord decode_cluster_node(std::string_view bytes) {
+    FieldReader in(bytes, "cluster node");
+    ClusterNodeRecord r;
+    r.http = read_endpoint(in);
+    r.tunnels_held = in.integer<std::uint32_t>("tunnels held");
+    r.last_seen_unix_ms = in.integer<std::int64_t>("last seen");
+    const auto alive = in.integer<std::uint8_t>("alive");
+    if (alive > 1) in.fail("alive is neither 0 nor 1");
+    r.alive = alive == 1;
+    in.end();
+    return r;
+}
+
+std::string encode(const ClusterStateRecord& r) {
+    Writer w(kRecordVersion);
+    w.string(r.node_id);
+    w.integer(static_cast<std::uint8_t>(r.etcd));
+    w.integer(r.etcd_since_unix_ms);
+    w.integer(r.applied_revision);
+    return w.take();
+}
+
+ClusterStateRecord decode_cluster_state(std::string_view bytes) {
+    const ClusterStateFields f = read_cluster_state(bytes);
+    return ClusterStateRecord{std::string(f.node_id), f.etcd, f.etcd_since_unix_ms, f.applied_revision};
+}
+
+std::string_view cluster_self_id(std::string_view bytes) { return read_cluster_state(bytes).node_id; }
 
 std::string encode_u64(std::uint64_t v) {
     std::string out(8, '\0');

@@ -30,4 +30,15 @@ void collect_tunnels(lmdb::Txn& txn, MDB_dbi tunnels, std::map<std::string, Snap
 std::vector<SnapshotEntry> to_sorted_vector(std::map<std::string, SnapshotEntry>&& by_name);
 std::map<std::string, std::uint64_t> collect_counters(lmdb::Txn& txn, MDB_dbi counters);
 
+// Every record of a database keyed by name, decoded.
+template <class Decode>
+auto collect_records(lmdb::Txn& txn, MDB_dbi dbi, Decode decode) {
+    std::map<std::string, decltype(decode(std::string_view{}))> out;
+    lmdb::Cursor c(txn, dbi);
+    MDB_val k{}, v{};
+    for (bool ok = c.get(k, v, MDB_FIRST); ok; ok = c.get(k, v, MDB_NEXT))
+        out.emplace(std::string(lmdb::to_view(k)), decode(lmdb::to_view(v)));
+    return out;
+}
+
 }  // namespace monitoring_proxy::registry::detail

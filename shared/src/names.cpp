@@ -69,6 +69,13 @@ std::string check_target_name(std::string_view name) {
     return "invalid target name " + quoted(name) + ": names must match " + kTargetNameRule;
 }
 
+bool valid_node_id(std::string_view id) noexcept { return valid_target_name(id); }
+
+std::string check_node_id(std::string_view id) {
+    if (valid_node_id(id)) return {};
+    return "invalid node id " + quoted(id) + ": node ids must match " + kTargetNameRule;
+}
+
 bool valid_label_name(std::string_view name) noexcept {
     if (name.empty() || !label_start(name[0])) return false;
     if (name.size() >= 2 && name[0] == '_' && name[1] == '_') return false;

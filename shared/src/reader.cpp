@@ -76,8 +76,11 @@ bool Reader::open_live() {
     auto counters = txn.open_db(kDbCounters);
     if (!meta || !tunnels || !counters) return false;  // being created right now
     detail::check_schema(txn, *meta, *tunnels, false, live_dir);
-    tunnels_ = *tunnels, counters_ = *counters;
+    tunnels_ = *tunnels, counters_ = *counters, live_meta_ = *meta;
+    cluster_tunnels_ = txn.open_db(kDbClusterTunnels);
+    cluster_nodes_ = txn.open_db(kDbClusterNodes);
     txn.commit();
+    next_cluster_check_ = std::chrono::steady_clock::now() + kReplacementCheckInterval;
     live_ = std::move(env);
     live_txn_ = lmdb::Txn(live_, MDB_RDONLY);
     live_txn_.reset();
@@ -106,8 +109,67 @@ Resolved Reader::resolve(std::string_view name, std::string_view path) {
         out.status = Resolution::kLive;
         out.address = endpoint.address;
         out.port = endpoint.port;
+        return out;
     }
+    resolve_cluster(name, out);
     return out;
+}
+
+bool Reader::open_cluster() {
+    if (cluster_tunnels_ && cluster_nodes_) return true;
+    // A newer tunneld may add the databases to a live environment this reader opened before: look again, rarely.
+    const auto now = std::chrono::steady_clock::now();
+    if (now < next_cluster_check_) return false;
+    next_cluster_check_ = now + kReplacementCheckInterval;
+    lmdb::Txn txn(live_, MDB_RDONLY);
+    cluster_tunnels_ = txn.open_db(kDbClusterTunnels);
+    cluster_nodes_ = txn.open_db(kDbClusterNodes);
+    txn.commit();  // a read txn's commit keeps the handles it opened
+    return cluster_tunnels_ && cluster_nodes_;
+}
+
+void Reader::resolve_cluster(std::string_view name, Resolved& out) {
+    if (!open_cluster()) return;
+    auto record = live_txn_.get(*cluster_tunnels_, name);
+    if (!record) return;
+    const ClusterHop hop = cluster_hop(*record);
+    out.status = Resolution::kCluster;
+    out.address = hop.http.address;
+    out.port = hop.http.port;
+    out.holder.assign(hop.node_id);
+    if (auto state = live_txn_.get(live_meta_, kMetaCluster)) out.self.assign(cluster_self_id(*state));
+}
+
+std::optional<ClusterStateRecord> Reader::cluster_state() {
+    if (!open_live()) return std::nullopt;
+    begin(live_, live_txn_);
+    ResetOnExit reset{live_txn_};
+    auto v = live_txn_.get(live_meta_, kMetaCluster);
+    if (!v) return std::nullopt;
+    return decode_cluster_state(*v);
+}
+
+std::optional<ClusterTunnelRecord> Reader::cluster_tunnel(std::string_view name) {
+    if (!open_live() || !open_cluster()) return std::nullopt;
+    begin(live_, live_txn_);
+    ResetOnExit reset{live_txn_};
+    auto v = live_txn_.get(*cluster_tunnels_, name);
+    if (!v) return std::nullopt;
+    return decode_cluster_tunnel(*v);
+}
+
+std::map<std::string, ClusterTunnelRecord> Reader::cluster_tunnels() {
+    if (!open_live() || !open_cluster()) return {};
+    begin(live_, live_txn_);
+    ResetOnExit reset{live_txn_};
+    return detail::collect_records(live_txn_, *cluster_tunnels_, decode_cluster_tunnel);
+}
+
+std::map<std::string, ClusterNodeRecord> Reader::cluster_nodes() {
+    if (!open_live() || !open_cluster()) return {};
+    begin(live_, live_txn_);
+    ResetOnExit reset{live_txn_};
+    return detail::collect_records(live_txn_, *cluster_nodes_, decode_cluster_node);
 }
 
 std::vector<SnapshotEntry> Reader::snapshot() {

@@ -338,6 +338,8 @@ Registry Registry::open(const OpenOptions& o) {
         if (!meta || !tunnels || !instances || !counters)
             throw RegistryError("live registry " + live_dir + " is not initialised; start tunneld or run `tunnelctl init`");
         detail::check_schema(txn, *meta, *tunnels, writable, live_dir);
+        reg.cluster_tunnels_ = txn.open_db(kDbClusterTunnels, create);
+        reg.cluster_nodes_ = txn.open_db(kDbClusterNodes, create);
         // A new live environment belongs to this boot (sweep_dead_instances compares boot ids).
         if (writable && !txn.get(*meta, kMetaBootId)) txn.put(*meta, kMetaBootId, boot_id());
         reg.live_meta_ = *meta, reg.tunnels_ = *tunnels, reg.instances_ = *instances, reg.counters_ = *counters;

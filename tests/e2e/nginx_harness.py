@@ -44,6 +44,7 @@ http {{
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_read_timeout {read_timeout};
+{location_extra}
             proxy_pass http://tunnels$tunnel_uri$is_args$args;
         }}
 {server_extra}
@@ -137,6 +138,17 @@ class Registry:
     def gone(self, name):
         run([mp.program("mp-registry-fixture"), "--registry", self.path, "gone", name])
 
+    def fixture(self, *args, check=True):
+        """mp-registry-fixture on this registry (the cluster view: cluster-self, cluster-tunnel, ...)."""
+        return run([mp.program("mp-registry-fixture"), "--registry", self.path, *args], check=check)
+
+
+# What the shipped configurations add for cluster mode (docker/nginx, the Debian site): the hop header, and a
+# connect timeout short enough that a dead peer answers at once.
+CLUSTER_LOCATION_LINES = """\
+            proxy_set_header Monitoring-Proxy-Hop $tunnel_hop;
+            proxy_connect_timeout 1s;"""
+
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keepalive, so connection reuse by nginx is visible
@@ -189,7 +201,8 @@ class Nginx:
     """One nginx instance (master + workers) in its own prefix, started with `daemon off` and stopped by pid."""
 
     def __init__(self, procs, workdir, registry_path, workers=1, upstream_body=None, http_extra="",
-                 server_extra="", read_timeout="10s", registry_line=None, daemon=False):
+                 server_extra="", read_timeout="10s", registry_line=None, daemon=False,
+                 location_extra=CLUSTER_LOCATION_LINES):
         self.procs = procs
         self.daemon = daemon
         self.daemon_pids = []  # masters started with `daemon on` (binary upgrade needs it): stopped by pid
@@ -211,7 +224,7 @@ class Nginx:
             # nginx passes only `env` variables on to a new binary (binary upgrade) and to workers
             env_lines="".join(f"env {name};\n" for name in self.env), prefix=self.prefix,
             registry_line=registry_line, http_extra=http_extra, upstream_body=upstream_body, port=self.port,
-            read_timeout=read_timeout, server_extra=server_extra))
+            read_timeout=read_timeout, server_extra=server_extra, location_extra=location_extra))
 
     def write_conf(self, text):
         with open(self.conf_path, "w") as f:
@@ -357,8 +370,9 @@ class Env:
         self.registry.live(name, b.port)
         return b
 
-    def nginx(self, **kw):
-        n = Nginx(self.procs, self.workdir, self.registry.path, **kw)
+    def nginx(self, registry=None, workdir=None, **kw):
+        """nginx on this Env's registry, or on another one (`registry`, with its own `workdir` prefix)."""
+        n = Nginx(self.procs, workdir or self.workdir, (registry or self.registry).path, **kw)
         self.instances.append(n)
         return n
 

@@ -16,6 +16,8 @@ TEST_CASE("each outcome maps to the status ngx_module/README.md documents", "[ng
     CHECK(status_for(Outcome::kRegistryError) == 500u);
     CHECK(status_for(Outcome::kUpstreamFailed) == 502u);
     CHECK(status_for(Outcome::kUpstreamTimeout) == 504u);
+    CHECK(status_for(Outcome::kHopped) == 0u);
+    CHECK(status_for(Outcome::kHopRefused) == 503u);
 }
 
 TEST_CASE("outcome labels are distinct snake_case words", "[ngx][outcome]") {
@@ -35,6 +37,10 @@ TEST_CASE("nginx's own 502 and 504 on a proxied request become upstream outcomes
     CHECK(final_outcome(Outcome::kProxied, 502) == Outcome::kUpstreamFailed);
     CHECK(final_outcome(Outcome::kProxied, 504) == Outcome::kUpstreamTimeout);
     CHECK(final_outcome(Outcome::kUnknown, 504) == Outcome::kUnknown);
+    // A hop to a dead peer is nginx's own 502/504 as well.
+    CHECK(final_outcome(Outcome::kHopped, 200) == Outcome::kHopped);
+    CHECK(final_outcome(Outcome::kHopped, 502) == Outcome::kUpstreamFailed);
+    CHECK(final_outcome(Outcome::kHopped, 504) == Outcome::kUpstreamTimeout);
 }
 
 TEST_CASE("reply bodies carry the documented texts", "[ngx][outcome]") {

@@ -158,3 +158,23 @@ TEST_CASE("the status page lists invitations, open ones first, with their uses a
     CHECK(json.find("SSSS") == std::string::npos);
     CHECK(render_status_html({}, now_ms, 10).find("Invitations") == std::string::npos);
 }
+
+TEST_CASE("cluster metrics: etcd state, nodes, and the holder on a series of its own", "[render][metrics][cluster]") {
+    auto entries = sample_entries();  // web1 connected here, db not
+    auto requests = sample_requests();
+    std::map<std::string, std::uint64_t> counters;
+    CHECK_THAT(render_metrics({entries, counters, requests}), !Catch::Contains("cluster_"));
+
+    ClusterMetricsInput cluster;
+    cluster.state = {"node-a", registry::EtcdState::kDegraded, 1, 2};
+    cluster.nodes = {{"node-a", {{0x7f000001, 80}, 1, 5, true}}, {"node-b", {{0x7f000002, 80}, 3, 5, false}}};
+    cluster.tunnels = {{"db", {"node-b", {0x7f000002, 80}, 1, "SHA256:k", "c"}}};
+    auto text = render_metrics({entries, counters, requests, &cluster});
+    CHECK_THAT(text, Catch::Contains("monitoring_proxy_cluster_etcd_up 0\n"));
+    CHECK_THAT(text, Catch::Contains("monitoring_proxy_cluster_node_alive{node=\"node-b\"} 0\n"));
+    CHECK_THAT(text, Catch::Contains("monitoring_proxy_cluster_node_tunnels{node=\"node-b\"} 3\n"));
+    CHECK_THAT(text, Catch::Contains("monitoring_proxy_cluster_tunnel_holder{tunnel=\"web1\",node=\"node-a\"} 1\n"));
+    CHECK_THAT(text, Catch::Contains("monitoring_proxy_cluster_tunnel_holder{tunnel=\"db\",node=\"node-b\"} 1\n"));
+    // The target's own series carry no node label, so they stay the same series when the tunnel moves.
+    CHECK_THAT(text, Catch::Contains("monitoring_proxy_tunnel_up{tunnel=\"db\"} 0\n"));
+}

@@ -12,7 +12,7 @@ namespace monitoring_proxy::tunnel {
 namespace {
 
 constexpr std::uint64_t kMagic = 0x6d702d74756e6e6cULL;  // "mp-tunnl"
-constexpr std::uint32_t kLayoutVersion = 1;
+constexpr std::uint32_t kLayoutVersion = 2;  // 2: outcomes hopped and hop_refused
 constexpr std::size_t kMaxName = kMaxTargetNameLength + 1;  // with its terminating NUL
 constexpr std::uint32_t kFree = 0, kClaiming = 1, kReady = 2;
 // A slot being claimed is written by another worker within nanoseconds; a worker that died mid-claim leaves

@@ -14,6 +14,8 @@ unsigned status_for(Outcome outcome) noexcept {
     case Outcome::kRegistryError: return 500;
     case Outcome::kUpstreamFailed: return 502;
     case Outcome::kUpstreamTimeout: return 504;
+    case Outcome::kHopped: return 0;
+    case Outcome::kHopRefused: return 503;
     }
     return 500;
 }
@@ -28,12 +30,14 @@ std::string_view outcome_label(Outcome outcome) noexcept {
     case Outcome::kRegistryError: return "registry_error";
     case Outcome::kUpstreamFailed: return "upstream_failed";
     case Outcome::kUpstreamTimeout: return "upstream_timeout";
+    case Outcome::kHopped: return "hopped";
+    case Outcome::kHopRefused: return "hop_refused";
     }
     return "unknown_outcome";
 }
 
 Outcome final_outcome(Outcome decided, unsigned status) noexcept {
-    if (decided != Outcome::kProxied) return decided;
+    if (decided != Outcome::kProxied && decided != Outcome::kHopped) return decided;
     if (status == 502) return Outcome::kUpstreamFailed;
     if (status == 504) return Outcome::kUpstreamTimeout;
     return decided;
@@ -64,7 +68,10 @@ std::string reply_body(Outcome outcome, std::string_view name) {
     case Outcome::kRegistryError: return "tunnel registry unavailable\n";
     case Outcome::kUpstreamFailed: return "target " + quoted + " refused the connection\n";
     case Outcome::kUpstreamTimeout: return "target " + quoted + " timed out\n";
-    case Outcome::kProxied: break;
+    case Outcome::kHopRefused:
+        return "target " + quoted + " is not connected to this proxy and was not forwarded to the one holding it\n";
+    case Outcome::kProxied:
+    case Outcome::kHopped: break;
     }
     return {};
 }

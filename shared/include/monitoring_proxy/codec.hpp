@@ -24,6 +24,13 @@ TargetRecord decode_target(std::string_view bytes);
 TunnelRecord decode_tunnel(std::string_view bytes);
 InstanceRecord decode_instance(std::string_view bytes);
 InviteRecord decode_invite(std::string_view bytes);
+std::string encode(const ClusterTunnelRecord& r);
+std::string encode(const ClusterNodeRecord& r);
+std::string encode(const ClusterStateRecord& r);
+// Cluster records: node ids must be valid (valid_node_id), endpoints non-zero, enums known.
+ClusterTunnelRecord decode_cluster_tunnel(std::string_view bytes);
+ClusterNodeRecord decode_cluster_node(std::string_view bytes);
+ClusterStateRecord decode_cluster_state(std::string_view bytes);
 std::string encode_u64(std::uint64_t v);
 std::uint64_t decode_u64(std::string_view bytes);
 
@@ -36,6 +43,16 @@ struct TunnelEndpoint {
     std::uint16_t port = 0;
 };
 TunnelEndpoint tunnel_endpoint(std::string_view bytes);
+
+// The hot path's read of a cluster tunnel record (the one decoder, every field checked): where to hop, and the
+// holding node's id as a view into `bytes`.
+struct ClusterHop {
+    HttpEndpoint http;
+    std::string_view node_id;
+};
+ClusterHop cluster_hop(std::string_view bytes);
+// The hot path's read of the cluster state record: this node's id, a view into `bytes`.
+std::string_view cluster_self_id(std::string_view bytes);
 
 // Keys of the live counters database (registry_schema.hpp). encode_counter_key throws std::invalid_argument
 // for a label the counter does not take (or a missing one); decode_counter_key returns nullopt for a key that

@@ -14,6 +14,12 @@ inline constexpr const char* kTargetNameRule = "[a-z0-9][a-z0-9._-]{0,62} (lower
 bool valid_target_name(std::string_view name) noexcept;
 std::string check_target_name(std::string_view name);
 
+// Cluster node ids (tunneld --node-id): the same grammar as target names. They appear in the
+// Monitoring-Proxy-Hop header, Prometheus labels and etcd keys.
+inline constexpr std::size_t kMaxNodeIdLength = kMaxTargetNameLength;
+bool valid_node_id(std::string_view id) noexcept;
+std::string check_node_id(std::string_view id);
+
 // Prometheus label names: [a-zA-Z_][a-zA-Z0-9_]*, and names starting with "__" are reserved.
 bool valid_label_name(std::string_view name) noexcept;
 std::string check_label_name(std::string_view name);

@@ -102,6 +102,37 @@ private:
     MDB_dbi tunnels_, instances_, counters_;
 };
 
+// What another node of the cluster holds, as the mirror lists it from etcd.
+struct ClusterView {
+    std::map<std::string, ClusterTunnelRecord> tunnels;  // held by OTHER nodes only
+    std::map<std::string, ClusterNodeRecord> nodes;      // every node, this one included
+};
+
+// One write transaction on the live environment's cluster view (registry_schema.hpp). The mirror runs one per
+// etcd list (clear_view, then every record) or watch batch (puts and removals in event order), setting the
+// applied revision in the same transaction.
+class ClusterTxn {
+public:
+    // Validate the name, the node id and the endpoint (RefusedChange).
+    void put_tunnel(std::string_view name, const ClusterTunnelRecord& record);
+    bool remove_tunnel(std::string_view name);
+    void put_node(std::string_view id, const ClusterNodeRecord& record);
+    bool remove_node(std::string_view id);
+    void set_state(const ClusterStateRecord& state);
+    bool remove_state();
+    std::optional<ClusterTunnelRecord> get_tunnel(std::string_view name);
+    std::optional<ClusterStateRecord> state();
+    // Empties cluster_tunnels and cluster_nodes; the state record stays.
+    void clear_view();
+
+private:
+    friend class Registry;
+    ClusterTxn(lmdb::Txn& txn, MDB_dbi meta, MDB_dbi tunnels, MDB_dbi nodes)
+        : txn_(txn), meta_(meta), tunnels_(tunnels), nodes_(nodes) {}
+    lmdb::Txn& txn_;
+    MDB_dbi meta_, tunnels_, nodes_;
+};
+
 class Registry {
 public:
     static Registry open(const OpenOptions& options);
@@ -113,6 +144,13 @@ public:
     // Each runs `fn` inside one write transaction, committed when fn returns, aborted if it throws.
     void update_declared(const std::function<void(DeclaredTxn&)>& fn);
     void update_live(const std::function<void(LiveTxn&)>& fn);
+    // The cluster view (needs a writable open with live state). The three below are shorthands for it.
+    void update_cluster(const std::function<void(ClusterTxn&)>& fn);
+    // After an etcd list: the view becomes exactly `view`, with `state`, in one transaction.
+    void replace_cluster_view(const ClusterView& view, const ClusterStateRecord& state);
+    void set_cluster_state(const ClusterStateRecord& state);
+    // Back to single-node: the view and the state record removed (the matching removal of all the above).
+    void leave_cluster();
 
     // Reads, each in its own short read transaction.
     std::optional<TargetRecord> get_target(std::string_view name);
@@ -124,6 +162,10 @@ public:
     std::map<std::uint64_t, InstanceRecord> instances();
     // Every invitation, open or not, by target name (empty for a read-only registry made before invitations).
     std::map<std::string, InviteRecord> invites();
+    // The cluster view: nullopt / empty in single-node mode.
+    std::optional<ClusterStateRecord> cluster_state();
+    std::optional<ClusterTunnelRecord> get_cluster_tunnel(std::string_view name);
+    ClusterView cluster_view();
 
     // tunneld at start: removes tunnels (and instance records) whose owning process is gone, and everything
     // recorded before the last reboot (boot id). Returns the names of the swept tunnels.
@@ -144,6 +186,7 @@ private:
     MDB_dbi meta_{}, targets_{}, key_targets_{}, fixed_ports_{};
     std::optional<MDB_dbi> invites_;  // absent only when opened read-only before any writer created it
     MDB_dbi live_meta_{}, tunnels_{}, instances_{}, counters_{};
+    std::optional<MDB_dbi> cluster_tunnels_, cluster_nodes_;  // absent when read-only before a writer made them
 };
 
 // Is the process an InstanceRecord describes still running (same pid and same start time)?

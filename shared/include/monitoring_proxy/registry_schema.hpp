@@ -22,6 +22,16 @@
 //     counters      counter key      -> u64 LE (tunneld's counters, exported by the module's metrics page):
 //                   the key is a TunneldCounter id (u8) followed by the value of its one label, if it has one
 //                   (kTunneldCounters below says which); no string grammar to parse.
+//     cluster_tunnels  target name -> ClusterTunnelRecord: tunnels that OTHER nodes of the cluster hold, mirrored
+//                   from etcd by tunneld (this node's own stay in `tunnels`). The module proxies a request for
+//                   such a target one hop to the holding node's nginx.
+//     cluster_nodes    node id   -> ClusterNodeRecord: every node of the cluster (this one included).
+//     meta "cluster"   -> ClusterStateRecord: this node's id, the etcd connection state, the last applied
+//                   revision. Absent (and both databases empty or missing) = single-node mode.
+//                   The cluster databases and the meta key were added without a schema version bump, like
+//                   `invites`: binaries that predate them never open them; a registry without them is a
+//                   single-node one. Written through Registry::update_cluster (one transaction per etcd list or
+//                   watch batch); Registry::leave_cluster removes all of it.
 //
 // Both environments carry the same schema version. A process that opens a registry whose version differs
 // from kSchemaVersion fails with a message naming both versions; nothing is migrated implicitly. Versions:
@@ -73,9 +83,12 @@ inline constexpr const char* kDbTunnels = "tunnels";
 inline constexpr const char* kDbInstances = "instances";
 inline constexpr const char* kDbCounters = "counters";
 inline constexpr const char* kDbInvites = "invites";
+inline constexpr const char* kDbClusterTunnels = "cluster_tunnels";
+inline constexpr const char* kDbClusterNodes = "cluster_nodes";
 
 inline constexpr const char* kMetaSchemaVersion = "schema_version";
 inline constexpr const char* kMetaBootId = "boot_id";
+inline constexpr const char* kMetaCluster = "cluster";
 
 // How a target came to be declared.
 enum class Origin : std::uint8_t {
@@ -135,6 +148,47 @@ struct TunnelRecord {
     // ever be taken for the forward that follows it on the same port. See README "Security".
     std::uint32_t address = kLoopbackAddress;
     bool operator==(const TunnelRecord&) const = default;
+};
+
+// Where a cluster node's nginx listens for hops: an IPv4 address (host byte order) and a port, so the module
+// connects without resolving a name on the request path (the writer resolves --advertise-http once).
+struct HttpEndpoint {
+    std::uint32_t address = 0;
+    std::uint16_t port = 0;
+    bool operator==(const HttpEndpoint&) const = default;
+};
+
+// live cluster_tunnels/<name>: a tunnel another node holds.
+struct ClusterTunnelRecord {
+    std::string node_id;                  // the holding node ([a-z0-9][a-z0-9._-]*, at most 63)
+    HttpEndpoint http;                    // that node's nginx
+    std::int64_t connected_unix_ms = 0;
+    std::string key_fingerprint;
+    std::string client_address;           // the host's address as the holding node saw it
+    bool operator==(const ClusterTunnelRecord&) const = default;
+};
+
+// live cluster_nodes/<id>
+struct ClusterNodeRecord {
+    HttpEndpoint http;
+    std::uint32_t tunnels_held = 0;
+    std::int64_t last_seen_unix_ms = 0;   // the last time etcd showed this node's lease alive
+    bool alive = false;                   // its lease exists in etcd
+    bool operator==(const ClusterNodeRecord&) const = default;
+};
+
+enum class EtcdState : std::uint8_t {
+    kConnected = 0,
+    kDegraded = 1,  // etcd unreachable: serving what this node last knew
+};
+
+// live meta "cluster"
+struct ClusterStateRecord {
+    std::string node_id;                  // this node (the value of the Monitoring-Proxy-Hop header it sends)
+    EtcdState etcd = EtcdState::kConnected;
+    std::int64_t etcd_since_unix_ms = 0;  // when `etcd` last changed
+    std::int64_t applied_revision = 0;    // the last etcd revision written into this registry
+    bool operator==(const ClusterStateRecord&) const = default;
 };
 
 // live instances/<id>

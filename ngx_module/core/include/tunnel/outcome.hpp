@@ -18,8 +18,10 @@ enum class Outcome : std::uint8_t {
     kRegistryError,      // 500: the registry cannot be read
     kUpstreamFailed,     // 502: the tunnel refused or broke the connection, or the exporter answered garbage
     kUpstreamTimeout,    // 504: the exporter was too slow
+    kHopped,             // cluster: forwarded one hop to the proxy holding the tunnel; its answer is ours
+    kHopRefused,         // 503: another proxy holds the tunnel, but this request may not hop (see the error log)
 };
-inline constexpr std::size_t kOutcomeCount = 8;
+inline constexpr std::size_t kOutcomeCount = 10;
 
 // The status the proxy itself answers with; 0 for kProxied (the exporter decides).
 unsigned status_for(Outcome outcome) noexcept;
@@ -27,7 +29,7 @@ unsigned status_for(Outcome outcome) noexcept;
 // Stable snake_case name, used as a metric label value ("not_connected").
 std::string_view outcome_label(Outcome outcome) noexcept;
 
-// A proxied request whose answer came from nginx rather than the exporter: 502 -> kUpstreamFailed,
+// A proxied (or hopped) request whose answer came from nginx rather than the exporter: 502 -> kUpstreamFailed,
 // 504 -> kUpstreamTimeout; everything else keeps `decided`.
 Outcome final_outcome(Outcome decided, unsigned status) noexcept;
 
