@@ -79,13 +79,20 @@ struct Compare {
     Field field = Field::kModRevision;
     Result result = Result::kEqual;
     std::int64_t number = 0;
+    std::string range_end;  // non-empty: the comparison holds for every key in [key, range_end)
     static Compare mod_revision(std::string key, std::int64_t rev) {
-        return {std::move(key), Field::kModRevision, Result::kEqual, rev};
+        return {std::move(key), Field::kModRevision, Result::kEqual, rev, {}};
+    }
+    // No key under `prefix` was written after revision `rev` (deletions are not seen: absent keys compare true).
+    static Compare unchanged_since(std::string prefix, std::int64_t rev, std::string end) {
+        return {std::move(prefix), Field::kModRevision, Result::kLess, rev + 1, std::move(end)};
     }
     static Compare create_revision(std::string key, std::int64_t rev) {
-        return {std::move(key), Field::kCreateRevision, Result::kEqual, rev};
+        return {std::move(key), Field::kCreateRevision, Result::kEqual, rev, {}};
     }
-    static Compare version(std::string key, std::int64_t v) { return {std::move(key), Field::kVersion, Result::kEqual, v}; }
+    static Compare version(std::string key, std::int64_t v) {
+        return {std::move(key), Field::kVersion, Result::kEqual, v, {}};
+    }
     static Compare absent(std::string key) { return version(std::move(key), 0); }
 };
 

@@ -66,6 +66,7 @@ void with_failover(Client::Impl& impl, const char* what, Call&& call) {
 void set_compare(etcdserverpb::Compare& out, const Compare& in) {
     using PB = etcdserverpb::Compare;
     out.set_key(in.key);
+    if (!in.range_end.empty()) out.set_range_end(in.range_end);
     switch (in.result) {
     case Compare::Result::kEqual: out.set_result(PB::EQUAL); break;
     case Compare::Result::kNotEqual: out.set_result(PB::NOT_EQUAL); break;
