@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "authorized_keys.hpp"
+#include "cluster/cluster_hooks.hpp"
 #include "enrolment.hpp"
 #include "forward_policy.hpp"
 #include "monitoring_proxy/registry.hpp"
@@ -58,6 +59,7 @@ struct ServerContext {
     std::vector<std::unique_ptr<Worker>> workers;
 
     TunnelTable tunnels;  // which forward serves each target; addresses and ports set aside
+    std::unique_ptr<ClusterHooks> cluster;  // --etcd only: live forwards published to the cluster
 
     // authorized_keys, replaced wholesale on SIGHUP.
     void load_authorized_keys();
