@@ -15,6 +15,9 @@ build=(
   liblmdb-dev lmdb-utils     # the registry; mdb_stat for inspection
   catch2                     # unit tests (v2, prebuilt Catch2WithMain)
   dpkg-dev file              # the Debian packages (CPack): dpkg-shlibdeps, and file to find the ELF files
+  # cluster mode (MP_CLUSTER, default ON): etcd 3.4's native gRPC API, since lease keepalive and watch are
+  # streams; stubs are generated at build time from the protos golang-etcd-server-dev ships
+  libgrpc++-dev protobuf-compiler-grpc golang-etcd-server-dev
 )
 test=(
   openssh-client openssh-server  # real ssh -R clients; sshd for the original stack in benchmarks
@@ -24,6 +27,7 @@ test=(
   shellcheck                 # the image's entrypoint is checked by it
   clang libclang-rt-14-dev   # libFuzzer targets (tests/fuzz)
   python3 python3-pytest python3-paramiko  # paramiko: hand-made SSH requests in the hostile suite
+  etcd-server etcd-client    # a real etcd 3.4 (and etcdctl) for the cluster-mode tests
   chromium                   # the status page, rendered headless in tests
   mmdebstrap lintian systemd # the .debs installed into a fresh bookworm root, linted, their unit verified
   # the image built and run for real (tests/e2e/test_image.py): podman rootful with runc (crun refuses hybrid

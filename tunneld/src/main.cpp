@@ -3,7 +3,10 @@
 #include <libssh/libssh.h>
 #include <libssh/server.h>
 
+#include <unistd.h>
+
 #include <csignal>
+#include <cstdlib>
 #include <cstdio>
 #include <ctime>
 #include <iostream>
@@ -104,6 +107,7 @@ int run(const Options& options) {
     auto ctx = std::make_unique<ServerContext>(options, std::move(registry));
     register_instance(*ctx);
     ctx->load_authorized_keys();
+    ctx->cluster = start_cluster(options);
 
     ssh_bind bind = make_ssh_bind(options);
 
@@ -131,6 +135,7 @@ int run(const Options& options) {
     acceptor.stop();
     for (auto& w : ctx->workers) w->post(Mail{Mail::Type::kStop});
     for (auto& w : ctx->workers) w->join();
+    ctx->cluster.reset();  // after the workers: their withdrawals are sent, then the lease is revoked
     ctx->counters.flush(ctx->registry);
     unregister_instance(*ctx);
     ctx->workers.clear();
@@ -146,6 +151,10 @@ int main(int argc, char** argv) {
     Options options;
     try {
         options = parse_options(std::vector<std::string>(argv + 1, argv + argc));
+        char host[256] = "";
+        gethostname(host, sizeof host - 1);
+        const char* etcd_env = std::getenv("MONITORING_PROXY_ETCD");
+        if (!options.help && !options.version) check_cluster_options(options, etcd_env ? etcd_env : "", host);
     } catch (const UsageError& e) {
         std::cerr << "tunneld: " << e.what() << "\n(try tunneld --help)\n";
         return 1;

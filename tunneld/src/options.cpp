@@ -2,6 +2,8 @@
 
 #include <charconv>
 
+#include "monitoring_proxy/cluster_schema.hpp"
+
 namespace tunneld {
 namespace {
 
@@ -98,6 +100,22 @@ Options parse_options(const std::vector<std::string>& args) {
             o.preauth.per_source = static_cast<int>(parse_number(flag, take(), 1, 100000));
         else if (flag == "--max-startups")
             parse_max_startups(take(), o);
+        else if (flag == "--etcd")
+            o.etcd = take();
+        else if (flag == "--etcd-prefix")
+            o.etcd_prefix = take();
+        else if (flag == "--etcd-cacert")
+            o.etcd_cacert = take();
+        else if (flag == "--etcd-cert")
+            o.etcd_cert = take();
+        else if (flag == "--etcd-key")
+            o.etcd_key = take();
+        else if (flag == "--node-id")
+            o.node_id = take();
+        else if (flag == "--advertise-http")
+            o.advertise_http = take();
+        else if (flag == "--lease-ttl")
+            o.lease_ttl = parse_number(flag, take(), 2, 3600);
         else if (flag == "--user") {
             o.user = take();
             if (o.user.empty()) throw UsageError("--user needs a non-empty name");
@@ -105,6 +123,24 @@ Options parse_options(const std::vector<std::string>& args) {
             throw UsageError("unknown argument \"" + flag + "\" (see --help)");
     }
     return o;
+}
+
+void check_cluster_options(Options& o, const std::string& etcd_env, const std::string& hostname) {
+    if (o.etcd.empty()) o.etcd = etcd_env;
+    if (o.etcd.empty()) return;
+    if (o.advertise_http.empty())
+        throw UsageError("--etcd needs --advertise-http HOST:PORT (where the other proxies reach this node's nginx)");
+    auto colon = o.advertise_http.rfind(':');
+    if (colon == std::string::npos || colon == 0 || colon + 1 == o.advertise_http.size())
+        throw UsageError("--advertise-http: expected HOST:PORT, got \"" + o.advertise_http + "\"");
+    parse_number("--advertise-http", o.advertise_http.substr(colon + 1), 1, 65535);
+    if (o.node_id.empty()) o.node_id = hostname;
+    if (auto why = monitoring_proxy::cluster::node_id_problem(o.node_id))
+        throw UsageError("--node-id: " + *why + (hostname == o.node_id ? " (the default is the host name)" : ""));
+    if (o.allow_undeclared)
+        throw UsageError("--allow-undeclared cannot be combined with --etcd yet: declare targets with "
+                         "tunnelctl --etcd add");
+    if (o.etcd_prefix.empty()) throw UsageError("--etcd-prefix must not be empty");
 }
 
 const char* usage_text() {
@@ -134,6 +170,16 @@ Options:
   --max-startups START:RATE:FULL
                            from START unauthenticated connections on, refuse new ones with RATE % probability,
                            rising linearly to all at FULL (default 64:30:256; START=FULL: a plain cap)
+  --etcd URL[,URL...]      cluster mode (default $MONITORING_PROXY_ETCD; without either: single-node, nothing
+                           contacts etcd): this node keeps an etcd lease and publishes its live tunnels there
+  --etcd-prefix P          the cluster's key prefix (default /monitoring-proxy/)
+  --etcd-cacert F, --etcd-cert F, --etcd-key F
+                           TLS for https:// etcd endpoints: CA to trust, client certificate and its key
+  --node-id ID             this node's name in the cluster (default: the host name; [a-z0-9][a-z0-9._-]*,
+                           at most 63)
+  --advertise-http HOST:PORT
+                           where the other proxies reach this node's nginx (required with --etcd)
+  --lease-ttl SECONDS      the node lease's TTL: a dead node's tunnels leave the cluster after it (default 10)
   --help                   show this text
   --version                print the version
 

@@ -27,6 +27,10 @@ struct Options {
     bool allow_undeclared = false;
     std::string user;  // empty: any login name
     PreauthLimits preauth;  // --per-source-max-startups, --max-startups
+    // Cluster mode (README "Architecture", cluster): all empty without --etcd.
+    std::string etcd, etcd_prefix = "/monitoring-proxy/", etcd_cacert, etcd_cert, etcd_key;
+    std::string node_id, advertise_http;
+    unsigned lease_ttl = 10;
     bool help = false;
     bool version = false;
 };
@@ -35,5 +39,9 @@ struct Options {
 Options parse_options(const std::vector<std::string>& args);
 
 const char* usage_text();
+
+// With --etcd (or `etcd_env`, $MONITORING_PROXY_ETCD, when no --etcd): --advertise-http is required, the node id
+// defaults to `hostname` and must be valid, --allow-undeclared is refused. UsageError naming the flag.
+void check_cluster_options(Options& o, const std::string& etcd_env, const std::string& hostname);
 
 }  // namespace tunneld

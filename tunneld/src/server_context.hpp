@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "cluster/cluster_hooks.hpp"
 #include "policy/authorized_keys.hpp"
 #include "policy/enrolment.hpp"
 #include "policy/forward_policy.hpp"
@@ -59,6 +60,7 @@ struct ServerContext {
     std::vector<std::unique_ptr<Worker>> workers;
 
     TunnelTable tunnels;  // which forward serves each target; addresses and ports set aside
+    std::unique_ptr<ClusterHooks> cluster;  // --etcd only: live forwards published to the cluster
 
     // authorized_keys, replaced wholesale on SIGHUP.
     void load_authorized_keys();

@@ -1,4 +1,5 @@
 #include "cli.hpp"
+#include "etcd_commands.hpp"
 #include "invite_commands.hpp"
 #include "output.hpp"
 #include "targets_file.hpp"
@@ -366,6 +367,8 @@ std::string Args::value_of(const std::string& flag, const std::string& inline_va
 int run(int argc, char** argv) {
     Args args(std::vector<std::string>(argv + 1, argv + argc));
     GlobalOptions global;
+    EtcdOptions etcd;
+    if (const char* env = std::getenv("MONITORING_PROXY_ETCD")) etcd.endpoints = env;
     try {
         std::string command;
         while (!args.empty()) {
@@ -381,6 +384,11 @@ int run(int argc, char** argv) {
             if (option(args, arg, "--registry", v)) global.registry = v;
             else if (option(args, arg, "--registry-group", v)) global.group = v;
             else if (option(args, arg, "--map-size", v)) global.map_size = parse_map_size(v);
+            else if (option(args, arg, "--etcd", v)) etcd.endpoints = v;
+            else if (option(args, arg, "--etcd-prefix", v)) etcd.prefix = v;
+            else if (option(args, arg, "--etcd-cacert", v)) etcd.cacert = v;
+            else if (option(args, arg, "--etcd-cert", v)) etcd.cert = v;
+            else if (option(args, arg, "--etcd-key", v)) etcd.key = v;
             else if (arg.starts_with("-")) throw UsageError("unknown option \"" + arg + "\"");
             else {
                 command = arg;
@@ -392,6 +400,8 @@ int run(int argc, char** argv) {
         for (const auto& c : kCommands)
             if (command == c.name) chosen = &c;
         if (!chosen) throw UsageError("unknown command \"" + command + "\"");
+        // Cluster mode: etcd is the source of truth; no local registry is opened.
+        if (!etcd.endpoints.empty()) return run_on_etcd(etcd, command, chosen->handler, chosen->read_only, args);
 
         registry::OpenOptions options;
         options.dir = registry::resolve_dir(global.registry);

@@ -54,6 +54,14 @@ Global options:
                         give it to the registry's files (default: $MONITORING_PROXY_REGISTRY_GROUP, else the
                         group an existing registry already has, else www-data)
   --map-size MIB        grow the registry's maximum size to MIB mebibytes (default 64; never shrinks)
+  --etcd URL[,URL...]   cluster mode (default: $MONITORING_PROXY_ETCD): add, rm, label, key, show, ls and
+                        import-targets work on the cluster's declared targets in etcd (each change one etcd
+                        transaction, refused if another changed the targets meanwhile, then retried); ls shows
+                        the proxy holding each tunnel (JSON field "node"). No local registry is opened. init,
+                        migrate, counters, invite and invites are per node: they refuse --etcd
+  --etcd-prefix P       the cluster's key prefix in etcd (default /monitoring-proxy/)
+  --etcd-cacert FILE, --etcd-cert FILE, --etcd-key FILE
+                        TLS for https:// endpoints: the CA to trust, and a client certificate with its key
   -h, --help            show this help
   --version             show the version
 

@@ -168,6 +168,8 @@ void Worker::announce_forward(Session& s, const ForwardRequest& request, const F
              " port=" + std::to_string(forward.port) + " address=" + ipv4_text(forward.address) +
              " requested=" + requested_text(request.bind_address, request.bind_port));
     ctx_.counters.add(Counter::kForwards);
+    if (ctx_.cluster)
+        ctx_.cluster->publish(decision.target, {{}, {}, unix_now_ms(), s.fingerprint, s.client, forward.id});
     if (!previous) return;
     // Newest session wins: the old forward goes at once, its session too if nothing else remains.
     ctx_.counters.add(Counter::kTakeovers, decision.target);
@@ -233,6 +235,7 @@ void Worker::remove_forward(Forward& f, const std::string& why) {
                 reg.update_live([&](monitoring_proxy::registry::LiveTxn& txn) {
                     txn.remove_tunnel(f.target, ctx_.instance_id);
                 });
+            if (owned && ctx_.cluster) ctx_.cluster->withdraw(f.target, f.id);
             return 0;
         });
     } catch (const std::exception& e) {
