@@ -44,6 +44,7 @@ struct Session : Pollable {
     std::vector<ssh_channel> shell_refusals;  // session channels whose shell/exec we answer with a message
     std::vector<ssh_channel> refusals_due;    // those whose shell/exec/subsystem request came: answer them now
     bool closing = false;
+    bool touched = false;  // in Worker::touched_: its epoll interest is re-evaluated after this round
     std::string close_reason;
     std::uint64_t relay_bytes_up = 0, relay_bytes_down = 0;
     std::size_t live_forwards() const;

@@ -22,7 +22,7 @@ using Counter = monitoring_proxy::registry::TunneldCounter;
 namespace {
 
 constexpr auto kLoginGraceTime = std::chrono::seconds(20);
-constexpr std::size_t kScratchSize = 256 * 1024;
+constexpr int kMaxPollRoundsPerWakeup = 16;  // 16 x libssh's 4 KB socket read
 
 std::atomic<std::uint64_t> g_next_id{1};
 
@@ -37,7 +37,7 @@ std::size_t Session::live_forwards() const {
         std::count_if(forwards.begin(), forwards.end(), [](const auto& f) { return !f->dead; }));
 }
 
-Worker::Worker(ServerContext& ctx, int index) : ctx_(ctx), index_(index), scratch_(kScratchSize) {
+Worker::Worker(ServerContext& ctx, int index) : ctx_(ctx), index_(index), scratch_(kScratchBytes) {
     epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
     mail_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (epoll_fd_ < 0 || mail_fd_ < 0)
@@ -138,7 +138,13 @@ void Worker::loop_once() {
         next_timer_ = Clock::now() + kWorkerTimerPeriod;
     }
     collect_garbage();
-    for (auto& [id, s] : sessions_) update_session_interest(*s);
+    // Only sessions that polled or queued output can have changed whether libssh has output pending.
+    std::vector<Session*> touched;
+    touched.swap(touched_);
+    for (Session* s : touched) {
+        s->touched = false;
+        update_session_interest(*s);
+    }
 }
 
 void Worker::relay_event(Relay& r, std::uint32_t ev) {
@@ -173,9 +179,22 @@ void Worker::process_relay_work() {
 // another session does can fail this call.
 void Worker::poll_session(Session& s, std::uint32_t ev) {
     if (s.closing) return;
-    ssh_event_dopoll(s.conn.event(), 0);
+    touch(s);
+    // libssh reads at most 4 KB per poll round (MAX_BUF_SIZE): take several rounds while the socket has data,
+    // instead of one round per epoll wakeup followed by a pass over the worker. Bounded, so one busy session
+    // cannot starve the others of this worker.
+    for (int round = 0; round < kMaxPollRoundsPerWakeup; ++round) {
+        if (ssh_event_dopoll(s.conn.event(), 0) != SSH_OK || s.closing) break;
+        if (ssh_get_status(s.ssh()) & (SSH_CLOSED | SSH_CLOSED_ERROR)) break;
+    }
     if ((ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) || (ssh_get_status(s.ssh()) & (SSH_CLOSED | SSH_CLOSED_ERROR)))
         suspects_.push_back(&s);  // the peer hung up or the session failed: close it after the round
+}
+
+void Worker::touch(Session& s) {
+    if (s.touched || s.closing) return;
+    s.touched = true;
+    touched_.push_back(&s);
 }
 
 void Worker::update_session_interest(Session& s) {
@@ -310,6 +329,7 @@ void Worker::on_timer() {
         Session& s = *sp;
         check_session(s);
         if (s.closing) continue;
+        touch(s);  // keepalives, and any path that wrote without touching: re-evaluated every timer period
         if (!s.authenticated) {
             if (now - s.started > kLoginGraceTime) {
                 ctx_.counters.add(Counter::kAuthFailures, "grace_time");
@@ -395,6 +415,7 @@ void Worker::collect_garbage() {
     std::erase_if(window_blocked_, dead_relay);
     std::erase_if(relay_work_, dead_relay);
     std::erase_if(suspects_, [](Session* s) { return s->closing; });
+    std::erase_if(touched_, [](Session* s) { return s->closing; });
     for (auto& [id, sp] : sessions_) {
         Session& s = *sp;
         if (s.closing) continue;

@@ -50,6 +50,9 @@ struct Mail {
     std::string reason;
 };
 
+// Per-worker buffer for socket and channel reads.
+inline constexpr std::size_t kScratchBytes = 256 * 1024;
+
 class Worker {
 public:
     Worker(ServerContext& ctx, int index);
@@ -83,6 +86,8 @@ private:
     void on_timer();
     void poll_session(Session& s, std::uint32_t ev);
     void update_session_interest(Session& s);
+    void touch(Session& s);
+    void channel_opened(Relay& r);
     void check_session(Session& s);
     void close_session(Session& s, const std::string& reason);
     void keepalive(Session& s);
@@ -151,6 +156,7 @@ private:
     std::vector<Relay*> window_blocked_;           // window_closed: write again once the window opens
     std::vector<Relay*> relay_work_;               // queued: touched by callbacks or I/O, re-evaluate
     std::vector<Session*> suspects_;               // sessions whose socket reported hang-up
+    std::vector<Session*> touched_;                // sessions that polled or queued output this round
     std::vector<std::uint64_t> paused_listeners_;  // forwards whose accept ran out of descriptors
     std::vector<char> scratch_;
     Clock::time_point next_timer_;
