@@ -7,6 +7,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import mp  # noqa: E402
 import nginx_harness  # noqa: E402
 import ssh_harness  # noqa: E402
+import etcd_harness  # noqa: E402
 
 
 @pytest.fixture
@@ -37,3 +38,12 @@ def exporter():
     e = ssh_harness.Exporter()
     yield e
     e.close()
+
+
+@pytest.fixture
+def etcd(workdir, procs):
+    """A real 3-member etcd 3.4 cluster on free loopback ports, started from docker/etcd/etcd.conf.yml
+    (etcd_harness.EtcdCluster); its members are stopped by pid at the end."""
+    cluster = etcd_harness.EtcdCluster(procs, workdir, size=3).start()
+    yield cluster
+    cluster.stop_all()
