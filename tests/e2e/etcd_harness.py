@@ -2,6 +2,7 @@
 operator configuration shipped in docker/etcd/etcd.conf.yml (auto-compaction, quota, logger), with only the
 member-specific keys (name, data directory, URLs, initial cluster) replaced, so the shipped file is the tested
 one. Members are killed and restarted by pid; `stop_all` ends them at teardown (the `procs` fixture would too)."""
+import base64
 import json
 import os
 import re
@@ -145,12 +146,20 @@ class EtcdCluster:
         return ",".join(m.client_url for m in self.members if m.running())
 
     def put(self, key, value):
-        self.etcdctl("put", key, value, endpoints=self.endpoints_running())
+        """Writes `value` (text or raw bytes, NULs included: it goes through etcdctl's stdin) at `key`."""
+        data = value if isinstance(value, bytes) else value.encode()
+        r = subprocess.run([ETCDCTL, "--endpoints", self.endpoints_running(), "--command-timeout=5s", "put", key],
+                           input=data, capture_output=True, env={**os.environ, "ETCDCTL_API": "3"}, timeout=20)
+        assert r.returncode == 0, f"etcdctl put {key} exited {r.returncode}: {r.stderr!r}"
+
+    def get_bytes(self, key):
+        r = self.etcdctl("get", key, "-w", "json", endpoints=self.endpoints_running())
+        kvs = json.loads(r.stdout).get("kvs", [])
+        return base64.b64decode(kvs[0].get("value", "")) if kvs else None
 
     def get_prefix(self, prefix):
         """{key: value} of every key under `prefix` (values as text)."""
         r = self.etcdctl("get", "--prefix", prefix, "-w", "json", endpoints=self.endpoints_running())
-        import base64
         kvs = json.loads(r.stdout).get("kvs", [])
         return {base64.b64decode(kv["key"]).decode(errors="replace"):
                 base64.b64decode(kv.get("value", "")).decode(errors="replace") for kv in kvs}

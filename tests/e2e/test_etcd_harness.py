@@ -31,6 +31,9 @@ def test_one_member_killed_keeps_quorum_and_rejoins(etcd):
 
 def test_all_stopped_then_back_keeps_the_data(etcd):
     etcd.put("/mp-test/kept", "y")
+    etcd.put("/mp-test/raw", b"\x00\xff raw")
+    assert etcd.get_bytes("/mp-test/raw") == b"\x00\xff raw"
+    etcd.etcdctl("del", "/mp-test/raw")
     etcd.stop_all()
     assert not any(m.healthy() for m in etcd.members)
     etcd.start_all_stopped()
