@@ -106,10 +106,15 @@ class EtcdCluster:
             mp.wait_until(lambda: m.healthy() or not m.running(), timeout=timeout, what=f"{m.name} healthy")
             assert m.running(), f"{m.name} exited {m.proc.returncode}:\n{self.log(m)[-3000:]}"
 
-    def kill(self, index, sig=signal.SIGKILL):
-        """Kills one member by pid (SIGKILL: no goodbye to its peers)."""
+    def kill(self, index, sig=signal.SIGKILL, timeout=30):
+        """Kills one member by pid (SIGKILL: no goodbye to its peers). While a quorum is left, returns once the
+        others are healthy again (after an election, if it was the leader), so the caller starts from a cluster
+        that serves writes."""
         m = self.members[index]
         self.procs.stop(m.proc, sig)
+        left = [x for x in self.members if x.running()]
+        if len(left) > len(self.members) // 2:
+            self.wait_healthy(timeout, left)
         return m
 
     def restart(self, index, timeout=30):
