@@ -23,6 +23,7 @@ test=(
   openssh-client openssh-server  # real ssh -R clients; sshd for the original stack in benchmarks
   dropbear-bin putty-tools autossh
   prometheus prometheus-node-exporter
+  etcd-server etcd-client    # cluster tests: a real 3-member etcd 3.4 cluster; etcdctl writes hostile values
   curl wrk procps iproute2 psmisc
   shellcheck                 # the image's entrypoint is checked by it
   clang libclang-rt-14-dev   # libFuzzer targets (tests/fuzz)

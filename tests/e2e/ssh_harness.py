@@ -113,8 +113,10 @@ class Tunneld:
             raise AssertionError(f"tunnelctl {args} failed: {r.returncode} {r.stderr}")
         return r
 
-    def start(self, extra=()):
-        self.port = mp.free_port()
+    def start(self, extra=(), same_port=False):
+        """`same_port`: listen where the previous run did (hosts configured with this proxy's port reconnect)."""
+        if not (same_port and self.port):
+            self.port = mp.free_port()
         args = [self.tunneld_path, "--listen", f"127.0.0.1:{self.port}", "--registry", self.registry,
                 "--host-key-dir", self.host_keys, "--port-range", f"{self.port_range[0]}-{self.port_range[1]}",
                 *self.extra, *extra]

@@ -1,65 +1,20 @@
 """The whole chain with the real programs: Prometheus (http_sd_configs pointed at the proxy) scrapes a real
 node_exporter through an OpenSSH reverse tunnel into tunneld and nginx with the module. No edit and no restart
 anywhere when hosts come, go and come back."""
-import json
-import os
 import subprocess
-import urllib.parse
-import urllib.request
 
 import pytest
 
 import mp
 import nginx_harness as h
 import ssh_harness as s
+from prometheus_harness import Prometheus
 
 PAGES = """
         location = /-/sd { tunnel_sd; }
         location = /-/metrics { tunnel_metrics; }
         location = /-/status { tunnel_status; }
 """
-
-
-class Prometheus:
-    def __init__(self, procs, workdir, sd_url):
-        self.port = mp.free_port()
-        self.dir = os.path.join(workdir, "prometheus")
-        os.makedirs(self.dir)
-        config = os.path.join(self.dir, "prometheus.yml")
-        with open(config, "w") as f:
-            f.write(f"""\
-global:
-  scrape_interval: 1s
-  scrape_timeout: 1s
-scrape_configs:
-  - job_name: monitoring-proxy
-    http_sd_configs:
-      - url: {sd_url}
-        refresh_interval: 1s
-""")
-        check = subprocess.run(["promtool", "check", "config", config], capture_output=True, text=True)
-        assert check.returncode == 0, check.stdout + check.stderr
-        self.proc = procs.start(["prometheus", f"--config.file={config}", f"--storage.tsdb.path={self.dir}/data",
-                                 f"--web.listen-address=127.0.0.1:{self.port}"], name="prometheus")
-        mp.wait_until(lambda: self.get("/-/ready") is not None, timeout=30, what="prometheus ready")
-
-    def get(self, path):
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
-                return r.read().decode()
-        except OSError:
-            return None
-
-    def query(self, expr):
-        """Result vector of an instant query: [(labels, value)]."""
-        text = self.get("/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
-        data = json.loads(text)
-        assert data["status"] == "success", text
-        return [(r["metric"], float(r["value"][1])) for r in data["data"]["result"]]
-
-    def up(self, tunnel):
-        result = self.query(f'up{{tunnel="{tunnel}"}}')
-        return result[0] if len(result) == 1 else None
 
 
 @pytest.fixture

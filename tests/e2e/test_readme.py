@@ -76,12 +76,14 @@ def fenced(lang, containing=""):
     return [b for b in blocks if containing in b]
 
 
-def test_prometheus_config_passes_promtool(workdir):
-    (block,) = fenced("yaml", "http_sd_configs")
-    path = os.path.join(workdir, "prometheus.yml")
-    open(path, "w").write(block)
-    check = subprocess.run(["promtool", "check", "config", path], capture_output=True, text=True)
-    assert check.returncode == 0, check.stdout + check.stderr
+def test_prometheus_configs_pass_promtool(workdir):
+    blocks = fenced("yaml", "http_sd_configs")
+    assert len(blocks) == 2  # a single proxy's, and the cluster's HA pair
+    for block in blocks:
+        path = os.path.join(workdir, "prometheus.yml")
+        open(path, "w").write(block)
+        check = subprocess.run(["promtool", "check", "config", path], capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout + check.stderr
 
 
 def test_nginx_config_passes_nginx_t(workdir):
@@ -111,7 +113,35 @@ def test_host_side_commands_are_valid(workdir):
         check = subprocess.run(["ssh", "-G", *args[1:]], capture_output=True, text=True)
         assert check.returncode == 0, check.stderr
     (unit,) = fenced("ini", "autossh")
-    path = os.path.join(workdir, "monitoring-proxy-tunnel.service")
-    open(path, "w").write(unit.split("\n", 1)[1])  # drop the "# /etc/systemd/..." comment line
-    check = subprocess.run(["systemd-analyze", "verify", path], capture_output=True, text=True)
-    assert check.returncode == 0, check.stdout + check.stderr
+    (cluster_unit,) = fenced("ini", "/usr/local/bin/monitoring-proxy-tunnel ")
+    script = os.path.join(mp.SOURCE_DIR, "docker", "host", "monitoring-proxy-tunnel")
+    for text in (unit, cluster_unit.replace("/usr/local/bin/monitoring-proxy-tunnel", script)):
+        path = os.path.join(workdir, "monitoring-proxy-tunnel.service")
+        open(path, "w").write(text.split("\n", 1)[1])  # drop the "# /etc/systemd/..." comment line
+        check = subprocess.run(["systemd-analyze", "verify", path], capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_cluster_flags_are_the_programs_flags():
+    """Every flag "Running a cluster" names for tunneld and tunnelctl is one their --help documents, and the
+    cluster flags of --help are all in the section's table."""
+    section = open(README).read().split("\n## Running a cluster\n", 1)[1].split("\n## ", 1)[0]
+    helps = {name: subprocess.run([mp.program(name), "--help"], capture_output=True, text=True).stdout
+             for name in ("tunneld", "tunnelctl")}
+    for line in re.findall(r"^\s*(tunneld|tunnelctl) (.*)$", section.replace("\\\n", " "), re.M):
+        unknown = mp.long_flags(line[1]) - mp.long_flags(helps[line[0]])
+        assert not unknown, f"{line[0]} has no {unknown}"
+    table = set(re.findall(r"^\| `(--[a-z-]+)", section, re.M))
+    cluster_flags = {f for f in mp.long_flags(helps["tunneld"]) if "etcd" in f} | {
+        "--node-id", "--advertise-http", "--lease-ttl"}
+    assert cluster_flags <= table, f"not in the section's table: {cluster_flags - table}"
+    assert mp.long_flags(helps["tunnelctl"]) >= {"--etcd"}
+
+
+def test_cluster_etcd_config_is_the_shipped_one():
+    """The section points at the shipped etcd configuration, which has auto-compaction on."""
+    section = open(README).read().split("\n## Running a cluster\n", 1)[1].split("\n## ", 1)[0]
+    assert "docker/etcd/etcd.conf.yml" in section and "docker/host/monitoring-proxy-tunnel" in section
+    conf = open(os.path.join(mp.SOURCE_DIR, "docker", "etcd", "etcd.conf.yml")).read()
+    assert re.search(r"^auto-compaction-mode: periodic$", conf, re.M)
+    assert re.search(r'^auto-compaction-retention: "1h"$', conf, re.M)
