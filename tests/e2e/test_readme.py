@@ -131,7 +131,7 @@ def test_cluster_flags_are_the_programs_flags():
     for line in re.findall(r"^\s*(tunneld|tunnelctl) (.*)$", section.replace("\\\n", " "), re.M):
         unknown = mp.long_flags(line[1]) - mp.long_flags(helps[line[0]])
         assert not unknown, f"{line[0]} has no {unknown}"
-    table = set(re.findall(r"^\| `(--[a-z-]+)", section, re.M))
+    table = {f for cell in re.findall(r"^\|([^|]*)\|", section, re.M) for f in re.findall(r"`(--[a-z-]+)", cell)}
     cluster_flags = {f for f in mp.long_flags(helps["tunneld"]) if "etcd" in f} | {
         "--node-id", "--advertise-http", "--lease-ttl"}
     assert cluster_flags <= table, f"not in the section's table: {cluster_flags - table}"
