@@ -40,7 +40,10 @@ want=()
 case "${1:-test}" in
   build) want=("${build[@]}") ;;
   test) want=("${build[@]}" "${test[@]}") ;;
-  runtime) want=(nginx libssh-4 liblmdb0 openssh-client ca-certificates) ;;
+  # runtime: the shared libraries of tunneld, tunnelctl and the module (gRPC/protobuf/abseil: the etcd client of
+  # cluster mode, linked in whether or not --etcd is used), nginx, and ssh-keygen for the entrypoint.
+  runtime) want=(nginx libssh-4 liblmdb0 libgrpc++1.51 libgrpc29 libprotobuf32 libabsl20220623
+                 openssh-client ca-certificates) ;;
   *) echo "usage: $0 build|test|runtime" >&2; exit 1 ;;
 esac
 
