@@ -18,7 +18,7 @@ from ssh_harness import fetch
 # A node_exporter-sized answer (~200 KB): the scrape must come back byte for byte.
 METRICS = "".join(f'node_cpu_seconds_total{{cpu="{i % 64}",mode="m{i}"}} {i * 7.25}\n' for i in range(4000))
 # README "With Docker": the image's measured size, and the bound this test holds it to.
-MAX_IMAGE_BYTES = 120 * 1000 * 1000
+MAX_IMAGE_BYTES = 140 * 1000 * 1000  # 128.2 MB measured with the etcd client's gRPC libraries (102 MB before)
 STOP_SECONDS = 8  # MP_STOP_TIMEOUT's default, below the engines' 10 s grace period
 NOBODY = 65534
 # The README's recipes, the same for Docker and podman.
