@@ -28,7 +28,6 @@ test=(
   shellcheck                 # the image's entrypoint is checked by it
   clang libclang-rt-14-dev   # libFuzzer targets (tests/fuzz)
   python3 python3-pytest python3-paramiko  # paramiko: hand-made SSH requests in the hostile suite
-  etcd-server etcd-client    # a real etcd 3.4 (and etcdctl) for the cluster-mode tests
   chromium                   # the status page, rendered headless in tests
   mmdebstrap lintian systemd # the .debs installed into a fresh bookworm root, linted, their unit verified
   # the image built and run for real (tests/e2e/test_image.py): podman rootful with runc (crun refuses hybrid
