@@ -91,13 +91,12 @@ void Worker::start_relay(Forward& f, int fd, const std::string& peer_host, std::
         return;
     }
     r.epoll_mask = ev.events;
-    // Even the first call may already read the client's answer: a refusal reads the same either way.
-    open_channel(r, "client refused the channel: ");
+    open_channel(r);
 }
 
 // The one place a relay's channel is opened: first from start_relay, then after every poll round from
 // progress_opening while the client has not answered (non-blocking: SSH_AGAIN until it does).
-void Worker::open_channel(Relay& r, const char* failure) {
+void Worker::open_channel(Relay& r) {
     int rc = ssh_channel_open_reverse_forward(r.channel, r.open_address.c_str(), static_cast<int>(r.open_port),
                                               r.peer_host.c_str(), r.peer_port);
     touch(*r.session);  // the CHANNEL_OPEN may still sit in libssh's output buffer
@@ -106,7 +105,9 @@ void Worker::open_channel(Relay& r, const char* failure) {
     } else if (rc == SSH_OK) {
         channel_opened(r);
     } else {
-        relay_close(r, failure + std::string(ssh_get_error(r.session->ssh())));
+        // The client refused: its local connect to the exporter failed, or the forward is gone there. Even the
+        // first call may already have read that answer, so both calls name it the same way.
+        relay_close(r, std::string("client refused the channel: ") + ssh_get_error(r.session->ssh()));
     }
 }
 
@@ -137,8 +138,7 @@ void Worker::progress_opening() {
             relay_close(*r, "session closing");
             continue;
         }
-        // A refusal: the client's local connect to the exporter failed, or the forward is gone there.
-        open_channel(*r, "client refused the channel: ");
+        open_channel(*r);
     }
 }
 

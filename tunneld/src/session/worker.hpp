@@ -87,7 +87,6 @@ private:
     void poll_session(Session& s, std::uint32_t ev);
     void update_session_interest(Session& s);
     void touch(Session& s);
-    void channel_opened(Relay& r);
     void check_session(Session& s);
     void close_session(Session& s, const std::string& reason);
     void keepalive(Session& s);
@@ -125,7 +124,8 @@ private:
     // relay/relay.cpp
     bool relay_admitted(Forward& f, int fd, const std::string& peer_host, std::uint16_t peer_port);
     void start_relay(Forward& f, int fd, const std::string& peer_host, std::uint16_t peer_port);
-    void open_channel(Relay& r, const char* failure);
+    void open_channel(Relay& r);
+    void channel_opened(Relay& r);
     void progress_opening();
     void recheck_windows();
     void relay_readable(Relay& r);
