@@ -49,5 +49,10 @@ def test_tunnelctl_without_the_stack_environment_leaves_the_workers_their_regist
                        capture_output=True, text=True, env=h.operator_env())
     assert p.returncode == 0, p.stderr
     assert registry.files() == before
+    # The loop ends before the reload: nginx 1.22's ngx_readv_chain returns NGX_AGAIN on a drained socket without
+    # clearing rev->ready, so a buffered proxy read loses its read timer, and an old worker in graceful shutdown
+    # that sees no timer left exits mid-response (a truncated scrape, with or without the module: README "Known
+    # limitations"). What this case checks is that tunnelctl leaves the workers their registry.
+    scraping.stop()
     stack.nginx.reload()  # new workers open the registry again, as nobody:nogroup
     mp.wait_until(lambda: stack.nginx.status(f"/{hh.HEALTHY}/bytes/1") == 200, 10, what="served by new workers")
