@@ -21,15 +21,17 @@ end
 """
 
 
-def wrk(url, connections, seconds, workdir):
-    """One wrk run: {"rps", "p50_ms", "p99_ms", "errors"}. Non-2xx answers count as errors."""
+def wrk(url, connections, seconds, workdir, headers=()):
+    """One wrk run: {"rps", "p50_ms", "p99_ms", "errors"}. Non-2xx answers count as errors. `headers`: extra
+    request header lines ("Name: value")."""
     script = os.path.join(workdir, "wrk_summary.lua")
     if not os.path.exists(script):
         with open(script, "w") as f:
             f.write(WRK_SUMMARY_LUA)
     threads = min(connections, 2)
+    header_args = [a for h in headers for a in ("-H", h)]
     out = subprocess.run([WRK, "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--timeout", "10s",
-                          "-s", script, url], capture_output=True, text=True, timeout=seconds + 60).stdout
+                          *header_args, "-s", script, url], capture_output=True, text=True, timeout=seconds + 60).stdout
     line = next((l for l in out.splitlines() if l.startswith("BENCHJSON ")), None)
     if line is None:
         raise RuntimeError(f"wrk gave no summary for {url}: {out}")

@@ -24,6 +24,22 @@ def alternate(rep, items):
 
 
 # -- row 1: scrapes through the whole stack ------------------------------------------------------------------------
+def interleaved_wrk(ctx, urls, conc, label, headers=()):
+    """{side: [wrk result per repetition]} for every side in `urls`, repetitions interleaved."""
+    res = {s: [] for s in ("ours", "original", "direct")}
+    for rep in range(ctx.cfg.reps):
+        for system in alternate(rep, list(urls)):
+            r = measure.wrk(urls[system], conc, ctx.cfg.wrk_seconds, ctx.workdir, headers)
+            if r["errors"]:
+                ctx.note(f"{label} {system} c{conc}: {r['errors']} errors of {r['requests']}")
+            res[system].append(r)
+    return res
+
+
+def pick(res, side, key):
+    return [r[key] for r in res[side]] or [None]
+
+
 def scrapes(ctx):
     st, cfg = ctx.stack, ctx.cfg
     urls = {"original": lambda page: st.original.url(f"/web1/{page}"),
@@ -35,24 +51,61 @@ def scrapes(ctx):
         for system in urls:  # warm-up: connections, page cache
             measure.wrk(urls[system](page), 1, 1, ctx.workdir)
         for conc in (1, 16):
-            res = {s: [] for s in ("ours", "original", "direct")}
-            for rep in range(cfg.reps):
-                for system in alternate(rep, list(urls)):
-                    r = measure.wrk(urls[system](page), conc, cfg.wrk_seconds, ctx.workdir)
-                    if r["errors"]:
-                        ctx.note(f"row 1 {system} {label} c{conc}: {r['errors']} errors of {r['requests']}")
-                    res[system].append(r)
-            pick = lambda s, k: [r[k] for r in res[s]] or [None]  # noqa: E731
+            res = interleaved_wrk(ctx, {s: u(page) for s, u in urls.items()}, conc, f"row 1 {label}")
             n = f"scrape {label} c{conc}"
-            rows.append(make_row(1, f"{n} req/s", "req/s", "original", ">= 1.0x", pick("ours", "rps"),
-                                 pick("original", "rps"), cfg.reps))
-            rows.append(make_row(1, f"{n} p50", "ms", "original", "<= 1.0x", pick("ours", "p50_ms"),
-                                 pick("original", "p50_ms"), cfg.reps))
-            rows.append(make_row(1, f"{n} p99", "ms", "original", "<= 1.0x", pick("ours", "p99_ms"),
-                                 pick("original", "p99_ms"), cfg.reps))
+            rows.append(make_row(1, f"{n} req/s", "req/s", "original", ">= 1.0x", pick(res, "ours", "rps"),
+                                 pick(res, "original", "rps"), cfg.reps))
+            rows.append(make_row(1, f"{n} p50", "ms", "original", "<= 1.0x", pick(res, "ours", "p50_ms"),
+                                 pick(res, "original", "p50_ms"), cfg.reps))
+            rows.append(make_row(1, f"{n} p99", "ms", "original", "<= 1.0x", pick(res, "ours", "p99_ms"),
+                                 pick(res, "original", "p99_ms"), cfg.reps))
             goal = "ours - direct <= 0.5 ms" if label == "150KB" else "ours <= 3 ms"
-            rows.append(make_row(1, f"{n} p50 vs direct", "ms", "direct", goal, pick("ours", "p50_ms"),
-                                 pick("direct", "p50_ms"), cfg.reps))
+            rows.append(make_row(1, f"{n} p50 vs direct", "ms", "direct", goal, pick(res, "ours", "p50_ms"),
+                                 pick(res, "direct", "p50_ms"), cfg.reps))
+    return rows
+
+
+# -- row 8: scrapes as Prometheus makes them ---------------------------------------------------------------------
+# Prometheus 2.42's own request headers (scrape/scrape.go): it asks for OpenMetrics, accepts gzip and says its timeout.
+PROMETHEUS_HEADERS = (
+    "Accept: application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
+    "text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+    "Accept-Encoding: gzip",
+    "User-Agent: Prometheus/2.42.0",
+    "X-Prometheus-Scrape-Timeout-Seconds: 10",
+)
+
+
+def prometheus_scrapes(ctx):
+    """A real node_exporter behind the tunnel, scraped one at a time with Prometheus' headers (its answer gzipped:
+    the exporter's own work is most of the time); and the 150 KB page through an nginx without upstream keepalive,
+    so each request opens a new channel."""
+    st, cfg = ctx.stack, ctx.cfg
+    rows = []
+    if ctx.node_exporter_port:
+        urls = {"original": st.original.url("/node/metrics"),
+                "direct": f"http://127.0.0.1:{ctx.node_exporter_port}/metrics"}
+        if ctx.ours_scrape and ctx.ours_node:
+            urls["ours"] = st.module_nginx.url("/node/metrics")
+        for url in urls.values():  # warm-up
+            measure.wrk(url, 1, 1, ctx.workdir, PROMETHEUS_HEADERS)
+        res = interleaved_wrk(ctx, urls, 1, "row 8 node_exporter", PROMETHEUS_HEADERS)
+        n = "scrape node_exporter gzip c1"
+        rows.append(make_row(8, f"{n} p50", "ms", "original", "<= 1.0x", pick(res, "ours", "p50_ms"),
+                             pick(res, "original", "p50_ms"), cfg.reps))
+        rows.append(make_row(8, f"{n} p50 vs direct", "ms", "direct", "ours - direct small",
+                             pick(res, "ours", "p50_ms"), pick(res, "direct", "p50_ms"), cfg.reps))
+    else:
+        ctx.note("row 8: prometheus-node-exporter is not installed, its rows are not measured")
+    urls = {"direct": st.exporter.url("/m150k")}
+    if ctx.ours_scrape and getattr(st, "module_nginx_fresh", None):
+        urls["ours"] = st.module_nginx_fresh.url("/web1/m150k")
+    for url in urls.values():
+        measure.wrk(url, 1, 1, ctx.workdir)
+    res = interleaved_wrk(ctx, urls, 1, "row 8 150KB fresh upstream")
+    rows.append(make_row(8, "scrape 150KB c1 fresh upstream p50 vs direct", "ms", "direct",
+                         "ours - direct <= 0.5 ms", pick(res, "ours", "p50_ms"), pick(res, "direct", "p50_ms"),
+                         cfg.reps))
     return rows
 
 

@@ -16,6 +16,7 @@ import mp  # noqa: E402
 NGINX = "/usr/sbin/nginx"
 SSHD = "/usr/sbin/sshd"
 SSH = "/usr/bin/ssh"
+NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
 REGISTRY_GROUP = "nogroup"  # nginx started as root runs its workers as nobody:nogroup
 
 # Exporter pages: name -> size. 150 KB and 1 MB are typical node_exporter scrape sizes; 100 MB the bulk relay.
@@ -162,6 +163,19 @@ class Stack:
                               f"    location / {{ root {root}; sendfile on; tcp_nopush on; }}")
         return self.exporter
 
+    def start_node_exporter(self):
+        """A real prometheus-node-exporter on a free loopback port (what most tunnels carry), or None when the
+        package is not installed."""
+        if not os.access(NODE_EXPORTER, os.X_OK):
+            return None
+        port = mp.free_port()
+        proc = self.procs.start([NODE_EXPORTER, f"--web.listen-address=127.0.0.1:{port}"], name="node-exporter")
+        mp.wait_until(lambda: proc.poll() is not None or mp.port_open(port), timeout=20,
+                      what="node exporter listening")
+        if proc.poll() is not None:
+            raise RuntimeError(f"prometheus-node-exporter exited: {self.procs.log_text(proc)}")
+        return port
+
     # -- sshd ----------------------------------------------------------------------------------------------------
     def start_sshd(self, max_startups="10000"):
         """A private sshd as the original image runs it (reverse forwards only, no shell). MaxStartups is raised
@@ -258,6 +272,16 @@ class Stack:
         self.module_nginx = Nginx(self.procs, self.workdir, "nginx-module", body, http_extra=upstream,
                                   load_module=self.module_so)
         return self.module_nginx
+
+    def start_module_nginx_fresh(self):
+        """nginx with the module and no upstream keepalive (HTTP/1.0 to the tunnel, as the original image proxies):
+        every request opens a new connection to the tunnel port, so a new forwarded-tcpip channel."""
+        upstream = (f"  tunnel_registry {self.registry};\n"
+                    "  upstream tunnels { tunnel; }\n")
+        body = "    location / { proxy_pass http://tunnels$tunnel_uri$is_args$args; }"
+        self.module_nginx_fresh = Nginx(self.procs, self.workdir, "nginx-module-fresh", body, http_extra=upstream,
+                                        load_module=self.module_so)
+        return self.module_nginx_fresh
 
     # -- OpenSSH clients -------------------------------------------------------------------------------------------
     def ssh_forward(self, server_port, remote_spec, cipher):
