@@ -95,7 +95,9 @@ int ls(et::Client& client, const std::string& prefix, Args& args) {
         for (const auto& [k, v] : t.labels) labels += (labels.empty() ? "" : ",") + k + "=" + v;
         if (json) {
             out += first ? "" : ",";
-            out += "{\"name\":" + json::quote(name) + ",\"port\":" + std::to_string(t.fixed_port) +
+            // "state" as in single-node `ls --json` (connected / disconnected), here cluster-wide.
+            out += "{\"name\":" + json::quote(name) + ",\"state\":\"" + (tun ? "connected" : "disconnected") +
+                   "\",\"port\":" + std::to_string(t.fixed_port) +
                    ",\"connected\":" + (tun ? "true" : "false") + ",\"node\":" +
                    (tun ? json::quote(tun->node_id) : "null") + ",\"client\":" +
                    (tun ? json::quote(tun->client_address) : "null") + ",\"labels\":{";
