@@ -58,10 +58,9 @@ ClusterMirror::ClusterMirror(ServerContext& ctx, ClusterHealth& health, const Cl
       health_(health),
       prefix_(cl::normalise_prefix(config.prefix)),
       node_id_(config.node_id),
+      config_(config),
       state_(prefix_, node_id_, [this](const std::string& text) { return resolve(text); }) {
-    client_ = std::make_unique<et::Client>(et::ClientOptions{et::parse_endpoints(config.endpoints),
-                                                             {config.cacert, config.cert, config.key},
-                                                             std::chrono::milliseconds(2000)});
+    client_ = make_client();
     // The last good targets are the ones this node already has: a key that does not decode keeps them.
     std::map<std::string, reg::TargetRecord> known;
     ctx_.registry.with([&](reg::Registry& r) {
@@ -71,6 +70,12 @@ ClusterMirror::ClusterMirror(ServerContext& ctx, ClusterHealth& health, const Cl
     });
     state_.seed_targets(std::move(known));
     health_.starting();
+}
+
+std::unique_ptr<et::Client> ClusterMirror::make_client() const {
+    return std::make_unique<et::Client>(et::ClientOptions{et::parse_endpoints(config_.endpoints),
+                                                          {config_.cacert, config_.cert, config_.key},
+                                                          std::chrono::milliseconds(2000)});
 }
 
 ClusterMirror::~ClusterMirror() {
@@ -151,6 +156,7 @@ void ClusterMirror::run() noexcept {
                     health_.degraded(ClusterHealth::Part::kMirror, std::string("listing ") + prefix_ + ": " + e.what());
                 if (!sleep_for(backoff)) return;
                 backoff = std::min(backoff * 2, kMaxBackoff);
+                client_ = make_client();  // fresh channels, as cluster_node does while degraded
                 continue;
             } catch (const std::exception& e) {  // the local registry refused the write (full, damaged)
                 log_line("cluster error applying the etcd list to the registry: " + std::string(e.what()));

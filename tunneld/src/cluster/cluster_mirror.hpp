@@ -24,6 +24,7 @@
 #include <thread>
 
 #include "cluster/cluster_health.hpp"
+#include "cluster/cluster_node.hpp"
 #include "cluster/mirror_state.hpp"
 
 namespace monitoring_proxy::etcd {
@@ -36,7 +37,6 @@ struct WatchBatch;
 namespace tunneld {
 
 struct ServerContext;
-struct ClusterConfig;
 
 class ClusterMirror {
 public:
@@ -66,7 +66,10 @@ private:
 
     ServerContext& ctx_;
     ClusterHealth& health_;
+    std::unique_ptr<monitoring_proxy::etcd::Client> make_client() const;
+
     const std::string prefix_, node_id_;
+    const ClusterConfig config_;
     std::unique_ptr<monitoring_proxy::etcd::Client> client_;
     MirrorState state_;
     std::int64_t revision_ = 0;  // the last applied etcd revision

@@ -99,6 +99,11 @@ void ClusterNode::run() noexcept {
         next_keepalive = std::chrono::steady_clock::now() + interval;
         try {
             if (degraded_) {
+                // Fresh channels: gRPC channels that failed through a whole outage can stay failing after etcd is
+                // back (seen with etcd 3.4 members restarted together).
+                client_ = std::make_unique<et::Client>(et::ClientOptions{et::parse_endpoints(config_.endpoints),
+                                                                         {config_.cacert, config_.cert, config_.key},
+                                                                         std::chrono::milliseconds(2000)});
                 if (!connect()) continue;
                 degraded_ = false;
                 republish_all();
