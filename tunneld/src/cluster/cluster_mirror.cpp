@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <cstdio>
 
 #include "cluster/cluster_node.hpp"
 #include "log.hpp"
