@@ -12,10 +12,6 @@ import cluster_harness
 import mp
 import ssh_harness as s
 
-# Written against the cluster interface; they need the mirror (list-then-watch of etcd into each node's local
-# registry), which is not built yet: until it is, every case here would fail for that one reason (issue 11).
-pytestmark = pytest.mark.skip(reason="needs the cluster mirror (issue 11, not built yet)")
-
 SUPPORTED, WHY = cluster_harness.cluster_support()
 if not SUPPORTED:
     pytest.skip(WHY, allow_module_level=True)

@@ -107,7 +107,7 @@ int run(const Options& options) {
     auto ctx = std::make_unique<ServerContext>(options, std::move(registry));
     register_instance(*ctx);
     ctx->load_authorized_keys();
-    ctx->cluster = start_cluster(options);
+    ctx->cluster = start_cluster(*ctx);
 
     ssh_bind bind = make_ssh_bind(options);
 

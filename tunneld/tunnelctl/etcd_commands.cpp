@@ -45,6 +45,9 @@ struct ScratchDir {
 
 struct ReadTargets {
     std::map<std::string, TargetRecord> targets;
+    // Target keys with a valid name whose value does not decode: `ls` lists those with a live tunnel; other
+    // commands leave them as they are in etcd.
+    std::map<std::string, std::string> undecodable;  // name -> why
     std::int64_t revision = 0;
 };
 
@@ -53,11 +56,13 @@ ReadTargets read_targets(et::Client& client, const std::string& prefix) {
     auto range = client.range_prefix(cl::kind_prefix(prefix, cl::KeyKind::kTarget));
     out.revision = range.revision;
     for (const auto& kv : range.kvs) {
+        std::optional<cl::ParsedKey> key;
         try {
-            auto key = cl::parse_key(prefix, kv.key);
-            out.targets[key.name] = cl::decode_target_value(kv.key, kv.value);
+            key = cl::parse_key(prefix, kv.key);
+            out.targets[key->name] = cl::decode_target_value(kv.key, kv.value);
         } catch (const cl::ClusterDecodeError& e) {
             std::cerr << "tunnelctl: skipped: " << e.what() << "\n";  // left as it is in etcd
+            if (key) out.undecodable[key->name] = e.what();
         }
     }
     return out;
@@ -87,15 +92,26 @@ int ls(et::Client& client, const std::string& prefix, Args& args) {
         }
     }
     std::string out = json ? "[" : "NAME                 PORT   PROXY            CLIENT                 LABELS\n";
+    std::map<std::string, const TargetRecord*> rows;  // nullptr: the value does not decode
+    for (const auto& [name, t] : read.targets) rows[name] = &t;
+    // A target whose value does not decode is listed only while a proxy holds its tunnel (who holds it is still
+    // known, and the proxies keep serving the last good value); otherwise it is only the error on stderr.
+    for (const auto& [name, why] : read.undecodable)
+        if (tunnels.count(name)) rows.emplace(name, nullptr);
+    const TargetRecord none;
     bool first = true;
-    for (const auto& [name, t] : read.targets) {
+    for (const auto& [name, record] : rows) {
+        const TargetRecord& t = record ? *record : none;
         auto it = tunnels.find(name);
         const cl::ClusterTunnelValue* tun = it == tunnels.end() ? nullptr : &it->second;
         std::string labels;
         for (const auto& [k, v] : t.labels) labels += (labels.empty() ? "" : ",") + k + "=" + v;
+        if (!record) labels = "(its value in etcd does not decode)";
         if (json) {
             out += first ? "" : ",";
-            out += "{\"name\":" + json::quote(name) + ",\"port\":" + std::to_string(t.fixed_port) +
+            // "state" as in single-node `ls --json` (connected / disconnected), here cluster-wide.
+            out += "{\"name\":" + json::quote(name) + ",\"state\":\"" + (tun ? "connected" : "disconnected") +
+                   "\",\"port\":" + std::to_string(t.fixed_port) +
                    ",\"connected\":" + (tun ? "true" : "false") + ",\"node\":" +
                    (tun ? json::quote(tun->node_id) : "null") + ",\"client\":" +
                    (tun ? json::quote(tun->client_address) : "null") + ",\"labels\":{";
@@ -104,7 +120,9 @@ int ls(et::Client& client, const std::string& prefix, Args& args) {
                 out += (lf ? "" : ",") + json::quote(k) + ":" + json::quote(v);
                 lf = false;
             }
-            out += "}}";
+            out += "}";
+            if (!record) out += ",\"error\":" + json::quote(read.undecodable[name]);
+            out += "}";
         } else {
             auto pad = [](std::string s, std::size_t n) { return s.size() >= n ? s + " " : s + std::string(n - s.size(), ' '); };
             out += pad(name, 21) + pad(t.fixed_port ? std::to_string(t.fixed_port) : "-", 7) +

@@ -9,7 +9,7 @@
 
 namespace tunneld {
 
-struct Options;
+struct ServerContext;
 
 class ClusterHooks {
 public:
@@ -18,7 +18,9 @@ public:
     virtual void withdraw(const std::string& target, std::uint64_t session) = 0;
 };
 
-// nullptr without --etcd. Throws std::runtime_error for a build without cluster support (MP_CLUSTER=OFF).
-std::unique_ptr<ClusterHooks> start_cluster(const Options& options);
+// nullptr without --etcd. Otherwise this node's lease and publication (cluster_node.hpp) and its mirror of etcd
+// into the registry (cluster_mirror.hpp), started; the mirror ends forwards through ctx's workers, so the result
+// must be destroyed before them. Throws std::runtime_error for a build without cluster support (MP_CLUSTER=OFF).
+std::unique_ptr<ClusterHooks> start_cluster(ServerContext& ctx);
 
 }  // namespace tunneld

@@ -18,7 +18,7 @@ std::int64_t wall_ms() {
 }
 }  // namespace
 
-ClusterNode::ClusterNode(ClusterConfig config) : config_(std::move(config)) {
+ClusterNode::ClusterNode(ClusterConfig config, ClusterHealth& health) : config_(std::move(config)), health_(health) {
     config_.prefix = cl::normalise_prefix(config_.prefix);
     client_ = std::make_unique<et::Client>(et::ClientOptions{et::parse_endpoints(config_.endpoints),
                                                              {config_.cacert, config_.cert, config_.key},
@@ -36,6 +36,7 @@ ClusterNode::~ClusterNode() {
 
 void ClusterNode::start() {
     if (!connect()) degraded_ = true;  // serve anyway; reconciled when etcd answers
+    else health_.connected(ClusterHealth::Part::kLease);
     thread_ = std::thread([this] { run(); });
 }
 
@@ -77,7 +78,7 @@ bool ClusterNode::connect() {
                  " lease=" + std::to_string(lease_));
         return true;
     } catch (const et::EtcdError& e) {
-        if (!degraded_) log_line("cluster degraded reason=" + log_quote(e.what()));
+        health_.degraded(ClusterHealth::Part::kLease, e.what());
         return false;
     }
 }
@@ -98,10 +99,15 @@ void ClusterNode::run() noexcept {
         next_keepalive = std::chrono::steady_clock::now() + interval;
         try {
             if (degraded_) {
+                // Fresh channels: gRPC channels that failed through a whole outage can stay failing after etcd is
+                // back (seen with etcd 3.4 members restarted together).
+                client_ = std::make_unique<et::Client>(et::ClientOptions{et::parse_endpoints(config_.endpoints),
+                                                                         {config_.cacert, config_.cert, config_.key},
+                                                                         std::chrono::milliseconds(2000)});
                 if (!connect()) continue;
                 degraded_ = false;
-                log_line("cluster reconnected node=" + config_.node_id);
                 republish_all();
+                if (!degraded_) health_.connected(ClusterHealth::Part::kLease);  // logs `cluster reconnected`
             } else {
                 client_->lease_keep_alive(lease_);
             }
@@ -109,7 +115,7 @@ void ClusterNode::run() noexcept {
             log_line("cluster lease expired lease=" + std::to_string(lease_) + "; republishing under a new lease");
             if (connect()) republish_all(); else degraded_ = true;
         } catch (const std::exception& e) {
-            if (!degraded_) log_line("cluster degraded reason=" + log_quote(e.what()));
+            health_.degraded(ClusterHealth::Part::kLease, e.what());
             degraded_ = true;
         }
     }
@@ -161,7 +167,7 @@ void ClusterNode::put_tunnel(const std::string& target, const cl::ClusterTunnelV
         }
         log_line("cluster publish failed target=" + target + " reason=\"key kept changing\"");
     } catch (const std::exception& e) {
-        log_line("cluster degraded reason=" + log_quote(std::string("publishing ") + key + ": " + e.what()));
+        health_.degraded(ClusterHealth::Part::kLease, std::string("publishing ") + key + ": " + e.what());
         degraded_ = true;
     }
 }
@@ -174,7 +180,7 @@ void ClusterNode::delete_tunnel(const std::string& target) {
     try {
         client_->txn({et::Compare::mod_revision(key, held.mod_revision)}, {et::Op::remove(key)});
     } catch (const std::exception& e) {
-        log_line("cluster degraded reason=" + log_quote(std::string("withdrawing ") + key + ": " + e.what()));
+        health_.degraded(ClusterHealth::Part::kLease, std::string("withdrawing ") + key + ": " + e.what());
         degraded_ = true;
     }
 }

@@ -13,6 +13,7 @@
 #include <string>
 #include <thread>
 
+#include "cluster/cluster_health.hpp"
 #include "cluster_hooks.hpp"
 #include "monitoring_proxy/cluster_schema.hpp"
 
@@ -30,7 +31,7 @@ struct ClusterConfig {
 
 class ClusterNode : public ClusterHooks {
 public:
-    explicit ClusterNode(ClusterConfig config);
+    ClusterNode(ClusterConfig config, ClusterHealth& health);
     ~ClusterNode() override;  // revokes the lease (its keys go with it) and joins the thread
     ClusterNode(const ClusterNode&) = delete;
     ClusterNode& operator=(const ClusterNode&) = delete;
@@ -59,6 +60,7 @@ private:
     void republish_all();
 
     ClusterConfig config_;
+    ClusterHealth& health_;
     std::unique_ptr<monitoring_proxy::etcd::Client> client_;
     std::int64_t lease_ = 0;
     bool degraded_ = false;

@@ -2,12 +2,12 @@
 #include <stdexcept>
 
 #include "cluster_hooks.hpp"
-#include "../options.hpp"
+#include "server_context.hpp"
 
 namespace tunneld {
 
-std::unique_ptr<ClusterHooks> start_cluster(const Options& o) {
-    if (o.etcd.empty()) return nullptr;
+std::unique_ptr<ClusterHooks> start_cluster(ServerContext& ctx) {
+    if (ctx.options.etcd.empty()) return nullptr;
     throw std::runtime_error("--etcd: this tunneld was built without cluster support (-DMP_CLUSTER=OFF)");
 }
 

@@ -221,7 +221,7 @@ int Worker::handle_cancel_forward(Session& s, ssh_message msg) {
 // The registry entry goes first, so from then on the module answers 503 for the name; then the listeners, so no
 // new connection reaches this forward; then every connection it accepted, so nothing already relayed (an idle
 // keepalive connection in nginx's cache included) can carry this forward's host's data any more.
-void Worker::remove_forward(Forward& f, const std::string& why) {
+void Worker::remove_forward(Forward& f, const std::string& why, const std::string& detail) {
     if (f.dead) return;
     f.dead = true;
     garbage_ = true;
@@ -250,7 +250,7 @@ void Worker::remove_forward(Forward& f, const std::string& why) {
         ++open_relays;
     }
     log_line("forward removed client=" + s.client + " fingerprint=" + s.fingerprint + " target=" + f.target +
-             " port=" + std::to_string(f.port) + " reason=" + log_quote(why) +
+             " port=" + std::to_string(f.port) + " reason=" + log_quote(why) + detail +
              " connections=" + std::to_string(f.connects) + " closed_relays=" + std::to_string(open_relays) +
              (owned ? "" : " registry=kept(newer session)"));
 }

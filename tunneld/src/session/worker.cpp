@@ -242,7 +242,7 @@ void Worker::cancel_forward(const Mail& m) {
     if (it == sessions_.end()) return;
     Session& s = *it->second;
     for (auto& f : s.forwards) {
-        if (f->id == m.forward_id && !f->dead) remove_forward(*f, m.reason);
+        if (f->id == m.forward_id && !f->dead) remove_forward(*f, m.reason, m.detail);
     }
     if (s.live_forwards() == 0 && !s.closing) close_session(s, "all forwards taken over");
 }

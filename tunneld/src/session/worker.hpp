@@ -48,6 +48,7 @@ struct Mail {
     std::string client, client_ip;
     std::uint64_t session_id = 0, forward_id = 0;
     std::string reason;
+    std::string detail;  // kCancelForward: more key=value fields for the `forward removed` line (" node=B")
 };
 
 // Per-worker buffer for socket and channel reads.
@@ -112,7 +113,7 @@ private:
     void announce_forward(Session& s, const ForwardRequest& request, const ForwardDecision& decision,
                           const Forward& forward, const std::optional<TunnelOwner>& previous);
     int handle_cancel_forward(Session& s, ssh_message msg);
-    void remove_forward(Forward& f, const std::string& why);
+    void remove_forward(Forward& f, const std::string& why, const std::string& detail = {});
     bool watch_listener(Forward& f, int fd, std::string& failure);
     void close_listeners(Forward& f);
     void accept_connections(Forward& f);
