@@ -83,8 +83,10 @@ public:
                 probe.range_prefix("/probe/");
                 return;
             } catch (const monitoring_proxy::etcd::EtcdError& e) {
-                if (std::chrono::steady_clock::now() > deadline)
+                if (std::chrono::steady_clock::now() > deadline) {
+                    stop();  // the constructor throwing skips the destructor: no etcd outlives its data dir
                     throw std::runtime_error(std::string("etcd did not start: ") + e.what());
+                }
                 std::this_thread::sleep_for(std::chrono::milliseconds(50));
             }
         }

@@ -33,10 +33,6 @@ grpc::ChannelArguments channel_arguments() {
     // Reconnect quickly when etcd comes back (gRPC's default backoff grows to 120 s).
     args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-    // And bound each connection attempt: gRPC waits at least this long (default 20 s) for a connected peer's
-    // HTTP/2 SETTINGS. A restarting etcd member accepts TCP before it serves clients, so with the default every
-    // attempt made then hangs 20 s and the node stays cut off long after etcd is back.
-    args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 1000);
     // Find a silently dead connection (partition) under a long watch. etcd's default minimum ping interval is
     // 5 s; pinging more often gets the connection closed ("too_many_pings").
     args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
