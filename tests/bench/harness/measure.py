@@ -157,11 +157,12 @@ class LoadClient:
 
 def paired(ours, baseline):
     """Median of each side and of the per-repetition ratios ours/baseline, with the ratios' min and max."""
+    # Ratios pair the sides of one repetition before a missing measurement is dropped, so one cannot shift the rest.
+    ratios = [o / b for o, b in zip(ours, baseline) if o is not None and b]
     ours = [x for x in ours if x is not None]
     baseline = [x for x in baseline if x is not None]
     row = {"ours": statistics.median(ours) if ours else None,
            "baseline": statistics.median(baseline) if baseline else None, "ratio": None, "spread": None}
-    ratios = [o / b for o, b in zip(ours, baseline) if b]
     if ratios:
         row["ratio"] = statistics.median(ratios)
         row["spread"] = [min(ratios), max(ratios)]

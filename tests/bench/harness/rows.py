@@ -31,7 +31,10 @@ def interleaved_wrk(ctx, urls, conc, label, headers=()):
         for system in alternate(rep, list(urls)):
             r = measure.wrk(urls[system], conc, ctx.cfg.wrk_seconds, ctx.workdir, headers)
             if r["errors"]:
-                ctx.note(f"{label} {system} c{conc}: {r['errors']} errors of {r['requests']}")
+                # Error answers are fast: timing them would compare a broken side, not the systems.
+                ctx.note(f"{label} {system} c{conc}: {r['errors']} errors of {r['requests']} ({urls[system]}), "
+                         "not counted as a measurement")
+                r = dict(r, rps=None, p50_ms=None, p99_ms=None)
             res[system].append(r)
     return res
 
@@ -83,6 +86,10 @@ def prometheus_scrapes(ctx):
     st, cfg = ctx.stack, ctx.cfg
     rows = []
     if ctx.node_exporter_port:
+        # Rows 4-6 rewrote the original's blocks for their own hosts: put back the setup's, node's included.
+        st.original.write_routes(ctx.original_routes)
+        st.original.reload()
+        measure.poll_until_200(st.original.port, "/node/metrics")
         urls = {"original": st.original.url("/node/metrics"),
                 "direct": f"http://127.0.0.1:{ctx.node_exporter_port}/metrics"}
         if ctx.ours_scrape and ctx.ours_node:
