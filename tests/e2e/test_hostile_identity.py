@@ -334,9 +334,12 @@ def test_a_port_range_of_two_with_one_declared_fixed_port(make_setup):
 PORT_PROBE = r"""
 import sys, paramiko
 port, key, user, addr, fwd_port, cancel = sys.argv[1:7]
+held = sys.argv[7] if len(sys.argv) > 7 else None  # a port forwarded first, which the cancel must not end
 t = paramiko.Transport(("127.0.0.1", int(port)))
 t.connect()
 t.auth_publickey(user, paramiko.Ed25519Key.from_private_key_file(key))
+if held is not None and t.global_request("tcpip-forward", (addr, int(held)), wait=True) is None:
+    sys.exit("the held forward was refused")
 kind = "cancel-tcpip-forward" if cancel == "1" else "tcpip-forward"
 reply = t.global_request(kind, (addr, int(fwd_port)), wait=True)  # the port goes out as a uint32
 print("accepted" if reply is not None else "refused")
@@ -349,7 +352,8 @@ t.close()
 @pytest.mark.parametrize("request_kind", ["tcpip-forward", "cancel-tcpip-forward"])
 def test_port_values_above_65535_are_refused_not_truncated(make_setup, workdir, value, request_kind):
     """libssh keeps only the low 16 bits of the port (83848 would read as 18312, 2^31 as 0): tunneld reads the
-    value as sent and refuses it, for a named forward (whose port is only echoed) as for a numbered one."""
+    value as sent and refuses it, for a named forward (whose port is only echoed) as for a numbered one. A cancel
+    is sent while the forward its low 16 bits name is held: truncated, it would end that forward."""
     s = make_setup(2)
     lo, _ = s.tunneld.port_range
     s.declare("web1", "--port", str(lo))
@@ -362,13 +366,17 @@ def test_port_values_above_65535_are_refused_not_truncated(make_setup, workdir, 
     numbered = (value & ~0xffff) | lo
     for addr, port in (("web1", value), ("localhost", numbered)):
         mark = len(s.tunneld.log())
+        held = [str(port & 0xffff)] if cancel else []
         r = mp_run([PARAMIKO_PY, probe, str(s.tunneld.port), s.keys["web1"], "tunnel", addr, str(port),
-                    "1" if cancel else "0"])
+                    "1" if cancel else "0", *held])
         assert r.returncode == 0 and r.stdout.strip() == "refused", r
         line = "cancel refused" if cancel else "forward refused"
         log = s.tunneld.wait_log(line)[mark:]
         assert f"requested={addr}:{port}" in log, log
-        if not cancel:
-            assert "reason=invalid" in log and "> 65535" in log, log
+        assert "reason=invalid" in log and "> 65535" in log, log
+        if cancel:  # the held forward ended with its session, never by the cancel
+            mp.wait_until(lambda: "forward removed" in s.tunneld.log()[mark:], 10, what="the held forward ended")
+        assert 'reason="cancel"' not in s.tunneld.log()[mark:], s.tunneld.log()[mark:]
     assert not s.tunneld.connected("web1")
-    assert "forward added" not in s.tunneld.log()
+    if not cancel:
+        assert "forward added" not in s.tunneld.log()

@@ -1,5 +1,5 @@
 // tcpip-forward and cancel-tcpip-forward. One function handles a forward request in the order the design asks
-// for: validate, check permission, bind 127.0.0.1, record in the registry, reply.
+// for: validate, check permission, bind the forward's own loopback address, record in the registry, reply.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -12,6 +12,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <optional>
+#include <string>
 
 #include "log.hpp"
 #include "monitoring_proxy/address.hpp"
@@ -53,12 +55,19 @@ int bind_listener(std::uint32_t address, std::uint16_t port, bool share) {
     return fd;
 }
 
-// The request's port as sent (see wire_port.hpp): libssh alone would turn 83848 into 18312.
-std::uint32_t requested_port(ssh_message msg) {
+// The request's port as sent (see wire_port.hpp): libssh alone would turn 83848 into 18312. nullopt when it
+// cannot be read whole; the caller refuses then, since the 16 bits libssh kept may name another port.
+std::optional<std::uint32_t> requested_port(ssh_message msg) {
     const auto low16 = static_cast<std::uint16_t>(ssh_message_global_request_port(msg));
     const char* address = ssh_message_global_request_address(msg);
-    auto wire = port_after_pointer(msg, malloc_usable_size(msg), address, low16);
-    return wire ? *wire : low16;
+    return port_after_pointer(msg, malloc_usable_size(msg), address, low16);
+}
+
+// Why a request's port cannot be used, or "" when it can.
+std::string invalid_port(const std::optional<std::uint32_t>& port) {
+    if (!port) return "the request's port could not be read whole";
+    if (*port > 65535) return "port " + std::to_string(*port) + " > 65535";
+    return "";
 }
 
 std::string requested_text(const std::string& address, std::uint32_t port) {
@@ -111,12 +120,12 @@ ForwardDecision Worker::decide(Session& s, const ForwardRequest& request,
 // One place, in the design's order: validate, check permission, bind, record, reply.
 int Worker::handle_tcpip_forward(Session& s, ssh_message msg) {
     const char* addr_c = ssh_message_global_request_address(msg);
-    const ForwardRequest request{addr_c ? addr_c : "", requested_port(msg)};
+    const auto port = requested_port(msg);
+    const ForwardRequest request{addr_c ? addr_c : "", port.value_or(0)};
 
     // 1. Validate.
     if (request.bind_address.size() > 255) return refuse_forward(s, request, "invalid", "bind address longer than 255 bytes");
-    if (request.bind_port > 65535)
-        return refuse_forward(s, request, "invalid", "port " + std::to_string(request.bind_port) + " > 65535");
+    if (const std::string bad = invalid_port(port); !bad.empty()) return refuse_forward(s, request, "invalid", bad);
     if (s.live_forwards() >= kMaxForwardsPerSession)
         return refuse_forward(s, request, "too_many",
                               "at most " + std::to_string(kMaxForwardsPerSession) + " forwards per session");
@@ -204,7 +213,15 @@ void Worker::close_listeners(Forward& f) {
 int Worker::handle_cancel_forward(Session& s, ssh_message msg) {
     const char* addr_c = ssh_message_global_request_address(msg);
     std::string address = addr_c ? addr_c : "";
-    const std::uint32_t port = requested_port(msg);
+    const auto wire_port = requested_port(msg);
+    if (const std::string bad = invalid_port(wire_port); !bad.empty()) {
+        ctx_.counters.add(Counter::kForwardsRefused, "invalid");
+        log_line("cancel refused client=" + s.client + " fingerprint=" + s.fingerprint +
+                 " requested=" + requested_text(address, wire_port.value_or(0)) + " reason=invalid detail=" +
+                 log_quote(bad));
+        return 1;
+    }
+    const std::uint32_t port = *wire_port;
     for (auto& f : s.forwards) {
         if (f->dead || f->requested_address != address) continue;
         if (f->requested_port == port || f->port == port) {
