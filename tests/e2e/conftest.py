@@ -1,4 +1,5 @@
 import os
+import socket
 import sys
 
 import pytest
@@ -9,6 +10,17 @@ import nginx_harness  # noqa: E402
 import ssh_harness  # noqa: E402
 import etcd_harness  # noqa: E402
 import cluster_harness  # noqa: E402
+
+
+def pytest_sessionstart(session):
+    # The tests address loopback as 127.0.0.1, but the original image's documented commands (and ssh -R specs
+    # copied from them) say localhost: on a system without /etc/hosts those would fail as timeouts, with no hint.
+    try:
+        addresses = {a[4][0] for a in socket.getaddrinfo("localhost", None)}
+    except socket.gaierror as err:
+        pytest.exit(f"'localhost' does not resolve ({err}): add '127.0.0.1 localhost' to /etc/hosts", returncode=4)
+    if not addresses & {"127.0.0.1", "::1"}:
+        pytest.exit(f"'localhost' resolves to {sorted(addresses)}, not loopback: fix /etc/hosts", returncode=4)
 
 
 @pytest.fixture

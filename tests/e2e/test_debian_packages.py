@@ -123,7 +123,7 @@ def start_nginx(root, procs, port):
 
 def open_tunnel_and_scrape(root, procs, exporter, key, ssh_port, http_port):
     ssh = procs.start(["ssh", "-N", *ssh_harness.SSH_OPTIONS, "-i", key, "-p", str(ssh_port),
-                       "-R", f"web1:80:localhost:{exporter.port}", "monitoring@127.0.0.1"], name="ssh")
+                       "-R", f"web1:80:127.0.0.1:{exporter.port}", "monitoring@127.0.0.1"], name="ssh")
     expected = ssh_harness.body(SCRAPE)
     mp.wait_until(lambda: ssh_harness.fetch(http_port, f"/web1/bytes/{SCRAPE}") == expected, 30,
                   what="a byte-for-byte scrape of web1 through nginx and the tunnel")

@@ -144,7 +144,7 @@ def test_the_original_setup_serves_hosts_and_survives_re_creation(podman, engine
 
 def serve_one_host(proxy, procs, workdir, key):
     exporter = start_exporter(procs, workdir, METRICS)
-    ssh_reverse(procs, proxy, key, f"web1:80:localhost:{exporter}")
+    ssh_reverse(procs, proxy, key, f"web1:80:127.0.0.1:{exporter}")
     proxy.scrape("web1", METRICS)
 
 
