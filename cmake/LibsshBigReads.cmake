@@ -1,4 +1,4 @@
-# Experiment (issue 12), off by default: run tunneld on Debian's own libssh 0.10.6 source rebuilt with a larger
+# Experiment, off by default: run tunneld on Debian's own libssh 0.10.6 source rebuilt with a larger
 # socket read. Stock libssh reads the SSH socket 4 KB per poll round (MAX_BUF_SIZE, a compile-time constant in
 # every release to date), so relaying 1 MB costs ~260 recv + ~260 poll calls; 64 KB reads cost ~21 + ~26.
 #
