@@ -115,11 +115,19 @@ class Scrapers:
         return list(self.results)
 
 
-def assert_identities(results, identity_of):
+def assert_identities(results, identity_of, at_least=1000):
     """Every 200 for NAME must carry the identity of NAME's exporter at that time: identity_of(name, started)
-    returns the set of identities acceptable for a request started then."""
+    returns the set of identities acceptable for a request started then. A run too short to have mixed anything
+    proves nothing: at least `at_least` answers."""
+    assert len(results) >= at_least, f"only {len(results)} requests ran"
     wrong = [(n, b) for t, n, s, b in results if s == 200 and b.strip() not in identity_of(n, t)]
     assert not wrong, f"{len(wrong)} answers with the wrong identity of {len(results)}, e.g. {wrong[:5]}"
+
+
+def assert_503_after(results, name, gone):
+    """From the moment NAME's forward is gone (plus the registry read's 50 ms), NAME answers 503 only."""
+    after = [st for t, n, st, _ in results if n == name and t >= gone + 0.05]
+    assert after and set(after) == {503}, {st: after.count(st) for st in set(after)}
 
 
 class Setup:
@@ -225,7 +233,7 @@ def test_a_port_passed_to_another_target_never_answers_for_the_old_one(make_setu
             os.kill(client.pid, signal.SIGSTOP)  # silent: no FIN, only missed keepalives end it
         gone = s.wait_gone("web1", timeout=30)
         if how == "keepalive_drop":
-            s.tunneld.wait_log("keepalive")
+            s.tunneld.wait_log("keepalives")  # "no answer to 1 keepalives": the startup line says keepalive=
         second = s.connect("web2", two)
         entry = mp.wait_until(lambda: s.tunneld.connected("web2"), 15, what="web2 connected")
         assert entry["port"] == port  # the one port of the range: reuse is forced
@@ -236,8 +244,7 @@ def test_a_port_passed_to_another_target_never_answers_for_the_old_one(make_setu
         if how == "keepalive_drop":
             os.kill(client.pid, signal.SIGCONT)
     assert_identities(results, lambda name, t: {f"identity={name}"})
-    after = [st for t, n, st, _ in results if n == "web1" and t >= gone + 0.05]
-    assert after and set(after) == {503}, {st: after.count(st) for st in set(after)}
+    assert_503_after(results, "web1", gone)
     log = s.tunneld.log()
     assert "target=web1" in log and "closed_relays=" in log
     del second
@@ -295,6 +302,69 @@ def test_after_a_tunneld_restart_the_port_serves_only_its_new_owner(make_setup):
     finally:
         results = scrapers.stop()
     assert_identities(results, lambda name, t: {f"identity={name}"})
+    assert_503_after(results, "web1", gone)
+
+
+def test_after_a_takeover_the_port_passed_to_another_target_answers_only_for_it(make_setup):
+    """Port range of one port: web1's session is taken over by a newer one of the same key (same port, new
+    address), that one ends, and web2 gets the port. Neither of web1's exporters ever answers for web2."""
+    s = make_setup(1)
+    s.declare("web1")
+    s.declare("web2")
+    s.start()
+    old, new, two = s.exporter("web1-old"), s.exporter("web1-new"), s.exporter("web2")
+    first = s.connect("web1", old, ssh_name="ssh-old")
+    before = mp.wait_until(lambda: s.tunneld.connected("web1"), 15, what="web1 connected")
+    s.wait_served("web1", "web1-old")
+    scrapers = Scrapers(s.nginx.port, ["web1", "web2"])
+    try:
+        scrapers.wait_answers("web1", 200, 300)
+        newer = s.connect("web1", new, ssh_name="ssh-new")
+        mp.wait_until(lambda: (s.tunneld.connected("web1") or {}).get("client") not in (None, before["client"]),
+                      15, what="the new session recorded for web1")
+        switched = time.monotonic()
+        mp.wait_until(lambda: first.poll() is not None, 15, what="the old session closed by tunneld")
+        scrapers.wait_answers("web1", 200, 300, since=switched)
+        s.procs.stop(newer)
+        gone = s.wait_gone("web1")
+        s.connect("web2", two)
+        assert mp.wait_until(lambda: s.tunneld.connected("web2"), 15, what="web2 connected")["port"] == before["port"]
+        scrapers.wait_answers("web2", 200, 300)
+        scrapers.wait_answers("web1", 503, 100, since=gone)
+    finally:
+        results = scrapers.stop()
+    assert_identities(results, lambda name, t: {"identity=web2"} if name == "web2" else
+                      {"identity=web1-new"} if t >= switched else {"identity=web1-old", "identity=web1-new"})
+    assert_503_after(results, "web1", gone)
+
+
+def test_self_registered_targets_passing_one_port_never_answer_for_each_other(make_setup, workdir):
+    """--allow-undeclared: two hosts with authorized_keys keys each claim a new name; the first leaves and the
+    second's name gets the same one port. The second never answers with the first's data."""
+    authorized = os.path.join(workdir, "authorized_keys")
+    s = make_setup(1, tunneld_extra=["--authorized-keys", authorized, "--allow-undeclared"])
+    s.keys = {name: keygen(workdir, name) for name in ("self1", "self2")}
+    with open(authorized, "w") as f:
+        f.writelines(open(key + ".pub").read() for key in s.keys.values())
+    s.start()
+    one, two = s.exporter("self1"), s.exporter("self2")
+    client = s.connect("self1", one)
+    port = mp.wait_until(lambda: s.tunneld.connected("self1"), 15, what="self1 self-registered")["port"]
+    s.wait_served("self1", "self1")
+    scrapers = Scrapers(s.nginx.port, ["self1", "self2"])
+    try:
+        scrapers.wait_answers("self1", 200, 300)
+        s.procs.stop(client)
+        gone = s.wait_gone("self1")
+        s.connect("self2", two)
+        assert mp.wait_until(lambda: s.tunneld.connected("self2"), 15, what="self2 self-registered")["port"] == port
+        scrapers.wait_answers("self2", 200, 300)
+        scrapers.wait_answers("self1", 503, 100, since=gone)
+    finally:
+        results = scrapers.stop()
+    assert_identities(results, lambda name, t: {f"identity={name}"})
+    assert_503_after(results, "self1", gone)
+    assert "target self-registered target=self2" in s.tunneld.log()
 
 
 def test_a_port_range_of_two_with_one_declared_fixed_port(make_setup):
