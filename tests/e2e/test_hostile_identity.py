@@ -161,6 +161,21 @@ class Setup:
                                   name=ssh_name or f"ssh-{name}")
         return client
 
+    def serve(self, name, exporter):
+        """Connects NAME's host and waits until nginx serves it; returns its ssh client and tunnel entry."""
+        client = self.connect(name, exporter)
+        entry = mp.wait_until(lambda: self.tunneld.connected(name), 15, what=f"{name} connected")
+        self.wait_served(name, exporter.identity)
+        return client, entry
+
+    def take_port(self, name, exporter, port, scrapers, gone_name, gone):
+        """NAME's host connects after GONE_NAME's forward ended: it must get the same port, be served, and
+        GONE_NAME must be answering 503."""
+        self.connect(name, exporter)
+        assert mp.wait_until(lambda: self.tunneld.connected(name), 15, what=f"{name} connected")["port"] == port
+        scrapers.wait_answers(name, 200, 300)
+        scrapers.wait_answers(gone_name, 503, 100, since=gone)
+
     def wait_served(self, name, identity, timeout=15):
         last = []
 
@@ -285,9 +300,7 @@ def test_after_a_tunneld_restart_the_port_serves_only_its_new_owner(make_setup):
     s.declare("web2")
     s.start()
     one, two = s.exporter("web1"), s.exporter("web2")
-    client = s.connect("web1", one)
-    port = mp.wait_until(lambda: s.tunneld.connected("web1"), 15, what="web1 connected")["port"]
-    s.wait_served("web1", "web1")
+    client, entry = s.serve("web1", one)
     scrapers = Scrapers(s.nginx.port, ["web1", "web2"])
     try:
         scrapers.wait_answers("web1", 200, 300)
@@ -295,10 +308,7 @@ def test_after_a_tunneld_restart_the_port_serves_only_its_new_owner(make_setup):
         mp.wait_until(lambda: client.poll() is not None, 15, what="web1's client noticed")
         hh.restart_tunneld_on_same_port(s)
         gone = s.wait_gone("web1")  # swept: its instance is dead
-        s.connect("web2", two)
-        assert mp.wait_until(lambda: s.tunneld.connected("web2"), 15, what="web2 connected")["port"] == port
-        scrapers.wait_answers("web2", 200, 300)
-        scrapers.wait_answers("web1", 503, 100, since=gone)
+        s.take_port("web2", two, entry["port"], scrapers, "web1", gone)
     finally:
         results = scrapers.stop()
     assert_identities(results, lambda name, t: {f"identity={name}"})
@@ -327,10 +337,7 @@ def test_after_a_takeover_the_port_passed_to_another_target_answers_only_for_it(
         scrapers.wait_answers("web1", 200, 300, since=switched)
         s.procs.stop(newer)
         gone = s.wait_gone("web1")
-        s.connect("web2", two)
-        assert mp.wait_until(lambda: s.tunneld.connected("web2"), 15, what="web2 connected")["port"] == before["port"]
-        scrapers.wait_answers("web2", 200, 300)
-        scrapers.wait_answers("web1", 503, 100, since=gone)
+        s.take_port("web2", two, before["port"], scrapers, "web1", gone)
     finally:
         results = scrapers.stop()
     assert_identities(results, lambda name, t: {"identity=web2"} if name == "web2" else
@@ -348,18 +355,13 @@ def test_self_registered_targets_passing_one_port_never_answer_for_each_other(ma
         f.writelines(open(key + ".pub").read() for key in s.keys.values())
     s.start()
     one, two = s.exporter("self1"), s.exporter("self2")
-    client = s.connect("self1", one)
-    port = mp.wait_until(lambda: s.tunneld.connected("self1"), 15, what="self1 self-registered")["port"]
-    s.wait_served("self1", "self1")
+    client, entry = s.serve("self1", one)
     scrapers = Scrapers(s.nginx.port, ["self1", "self2"])
     try:
         scrapers.wait_answers("self1", 200, 300)
         s.procs.stop(client)
         gone = s.wait_gone("self1")
-        s.connect("self2", two)
-        assert mp.wait_until(lambda: s.tunneld.connected("self2"), 15, what="self2 self-registered")["port"] == port
-        scrapers.wait_answers("self2", 200, 300)
-        scrapers.wait_answers("self1", 503, 100, since=gone)
+        s.take_port("self2", two, entry["port"], scrapers, "self1", gone)
     finally:
         results = scrapers.stop()
     assert_identities(results, lambda name, t: {f"identity={name}"})
