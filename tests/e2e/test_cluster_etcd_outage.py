@@ -109,7 +109,8 @@ def test_all_etcd_stopped_then_back(cluster, etcd, workdir, exporter):
         mp.wait_until(lambda: p.node_of("web1") is None, 5, what=f"{p.node_id} sees web1 not connected")
         mp.wait_until(lambda: p.get("/web1/bytes/100")[0] == 503, 5, what=f"web1 -> 503 on {p.node_id}")
         assert p.sd_names() == names
-    assert served_everywhere(cluster, "web2")
+    # node_of reads etcd itself; routing follows each proxy's mirror, which applies the watch a moment later.
+    mp.wait_until(lambda: served_everywhere(cluster, "web2"), 5, what="web2 through every proxy")
     assert sorted(e["name"] for e in a.ls()) == names
     # And the cluster takes changes again.
     b.tunnelctl("add", "web4")
