@@ -74,14 +74,19 @@ std::string requested_text(const std::string& address, std::uint32_t port) {
     return log_quote(address.empty() ? "*" : address) + ":" + std::to_string(port);
 }
 
+// "forward refused ..." / "cancel refused ...": one format for both requests' counted refusals.
+std::string refusal_line(const char* request, const Session& s, const std::string& address, std::uint32_t port,
+                         const std::string& reason, const std::string& why) {
+    return std::string(request) + " refused client=" + s.client + " fingerprint=" + s.fingerprint +
+           " requested=" + requested_text(address, port) + " reason=" + reason + " detail=" + log_quote(why);
+}
+
 }  // namespace
 
 int Worker::refuse_forward(Session& s, const ForwardRequest& request, const std::string& reason,
                            const std::string& why) {
     ctx_.counters.add(Counter::kForwardsRefused, reason);
-    log_line("forward refused client=" + s.client + " fingerprint=" + s.fingerprint +
-             " requested=" + requested_text(request.bind_address, request.bind_port) + " reason=" + reason +
-             " detail=" + log_quote(why));
+    log_line(refusal_line("forward", s, request.bind_address, request.bind_port, reason, why));
     return 1;  // SSH_MSG_REQUEST_FAILURE: "remote port forwarding failed for listen port ..."
 }
 
@@ -216,9 +221,7 @@ int Worker::handle_cancel_forward(Session& s, ssh_message msg) {
     const auto wire_port = requested_port(msg);
     if (const std::string bad = invalid_port(wire_port); !bad.empty()) {
         ctx_.counters.add(Counter::kForwardsRefused, "invalid");
-        log_line("cancel refused client=" + s.client + " fingerprint=" + s.fingerprint +
-                 " requested=" + requested_text(address, wire_port.value_or(0)) + " reason=invalid detail=" +
-                 log_quote(bad));
+        log_line(refusal_line("cancel", s, address, wire_port.value_or(0), "invalid", bad));
         return 1;
     }
     const std::uint32_t port = *wire_port;
