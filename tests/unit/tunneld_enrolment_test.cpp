@@ -90,6 +90,29 @@ TEST_CASE("a good token binds the key and takes one use, in one transaction") {
     CHECK(stored.uses == std::vector<InviteUse>{{kNow, kKeyA}, {kNow + 1, kKeyB}});
 }
 
+TEST_CASE("a key presenting its token again is a replay, distinct from another key reusing a spent one") {
+    TempDir d;
+    Registry reg = Registry::open(options_for(d));
+    const std::string token = invite(reg, "web1", 3);
+    REQUIRE(consume_invite(reg, token, kKeyA, kNow).result == EnrolResult::kEnrolled);
+    // The operator unbinds the key; it presents the token again: refused although two uses are left.
+    reg.update_declared([&](DeclaredTxn& txn) {
+        auto t = *txn.get("web1");
+        t.key_fingerprints.clear();
+        txn.put("web1", t);
+    });
+    CHECK(consume_invite(reg, token, kKeyA, kNow + 1).result == EnrolResult::kReplayed);
+    CHECK(reg.invites().at("web1").uses_left == 2);
+    CHECK(reg.targets_for_key(kKeyA).empty());
+    REQUIRE(consume_invite(reg, token, kKeyB, kNow + 2).result == EnrolResult::kEnrolled);
+    REQUIRE(consume_invite(reg, token, "SHA256:CCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCC", kNow + 3).result ==
+            EnrolResult::kEnrolled);
+    CHECK(consume_invite(reg, token, "SHA256:DDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDD", kNow + 4).result ==
+          EnrolResult::kSpent);
+    CHECK(consume_invite(reg, token, kKeyB, kNow + 5).result == EnrolResult::kReplayed);  // replay wins over spent
+    CHECK(std::string(tunneld::enrol_reason(EnrolResult::kReplayed)) == "replayed");
+}
+
 TEST_CASE("refusals: each has its reason, and none changes the registry") {
     TempDir d;
     Registry reg = Registry::open(options_for(d));

@@ -16,6 +16,7 @@ const char* enrol_reason(EnrolResult result) {
         case EnrolResult::kWrongSecret: return "wrong_token";
         case EnrolResult::kRevoked: return "revoked";
         case EnrolResult::kExpired: return "expired";
+        case EnrolResult::kReplayed: return "replayed";
         case EnrolResult::kSpent: return "spent";
     }
     return "unknown";
@@ -44,6 +45,11 @@ Enrolment consume_invite(reg::Registry& registry, std::string_view token, const 
         }
         if (now_unix >= invite->expires_unix) {
             out.result = EnrolResult::kExpired;
+            return;
+        }
+        if (std::any_of(invite->uses.begin(), invite->uses.end(),
+                        [&](const reg::InviteUse& use) { return use.key_fingerprint == fingerprint; })) {
+            out.result = EnrolResult::kReplayed;
             return;
         }
         if (invite->uses_left == 0) {

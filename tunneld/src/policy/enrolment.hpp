@@ -19,7 +19,8 @@ enum class EnrolResult {
     kWrongSecret,
     kRevoked,      // tunnelctl invite rm
     kExpired,
-    kSpent,        // every use taken: a replay, or another key reusing it
+    kReplayed,     // the key that used it presents it again (its binding was removed since)
+    kSpent,        // every use taken, and another key presents it
 };
 
 // The log and counter reason of a result ("malformed", "unknown_name", "wrong_token", ...).
@@ -33,7 +34,8 @@ struct Enrolment {
 
 // Checks `token` and, if it is good, binds `fingerprint` to its target and takes one use, all in one write
 // transaction (LMDB serialises writers, so two concurrent uses of the last use bind exactly one key). Checks in
-// this order: form, name, secret, revoked, expiry, uses; nothing past a wrong secret is looked at.
+// this order: form, name, secret, revoked, expiry, replay, uses; nothing past a wrong secret is looked at. One key
+// takes at most one use: a replay is refused even while uses are left.
 Enrolment consume_invite(monitoring_proxy::registry::Registry& registry, std::string_view token,
                          const std::string& fingerprint, std::int64_t now_unix);
 
