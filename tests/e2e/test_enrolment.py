@@ -97,7 +97,7 @@ def test_openssh_enrols_with_the_printed_lines_then_the_key_alone_is_scraped(tun
         nginx = env.nginx(server_extra=PAGES).start()
         prometheus = Prometheus(procs, workdir, f"http://127.0.0.1:{nginx.port}/-/sd")
         host = os.path.join(workdir, "host")
-        inv = invite(tunneld, "web1", host, node_port, "--label", "env=prod")
+        inv = invite(tunneld, "web1", host, node_port, "--label", "env=prod", "--path", "/metrics")
         assert inv["declared"] and inv["uses"] == 1 and inv["token"].startswith("web1.")
         run_setup(inv)
         assert os.stat(os.path.join(host, "join-token")).st_mode & 0o777 == 0o600
@@ -132,6 +132,7 @@ def test_openssh_enrols_with_the_printed_lines_then_the_key_alone_is_scraped(tun
         mp.wait_until(lambda: tunneld.connected("web1"), 15, what="web1 reconnected by autossh")
         assert tunneld.log().count("enrolment accepted") == 1 and "enrolment refused" not in tunneld.log()
         assert nginx.get("/web1/metrics")[0] == 200
+        assert nginx.get("/web1/debug")[0] == 403  # the invitation's --path is the only one served
     finally:
         env.close()
 
@@ -259,43 +260,114 @@ def test_a_single_use_token_used_concurrently_binds_exactly_one_key(tunneld, pro
     assert keys_of(tunneld, "web1") == [s.fingerprint(os.path.join(workdir, f"host{winner[0]}", "id_ed25519.pub"))]
 
 
-def test_dropbear_and_putty_enrol_then_reconnect_with_the_key_alone(tunneld, procs, workdir):
-    # dbclient has no SSH_ASKPASS in Debian's build: DROPBEAR_PASSWORD answers its keyboard-interactive prompt.
-    # Its known_hosts is ~/.ssh/known_hosts, matched on the host name alone.
-    home = os.path.join(workdir, "dbhome")
-    os.makedirs(os.path.join(home, ".ssh"), mode=0o700)
-    with open(os.path.join(tunneld.host_keys, "ssh_host_ed25519_key.pub")) as f:
-        host_key = " ".join(f.read().split()[:2])
-    with open(os.path.join(home, ".ssh", "known_hosts"), "w") as f:
-        f.write(f"127.0.0.1 {host_key}\n")
-    db_key = os.path.join(workdir, "id_dropbear")
-    subprocess.run(["dropbearkey", "-t", "ed25519", "-f", db_key], check=True, capture_output=True)
-    db_token = invite(tunneld, "web-db", os.path.join(workdir, "unused-db"))["token"]
-    db_args = ["dbclient", "-N", "-i", db_key, "-p", str(tunneld.port), "-R", "web-db:80:127.0.0.1:9",
-               "monitoring@127.0.0.1"]
-    db = procs.start(db_args, env={"HOME": home, "DROPBEAR_PASSWORD": db_token}, name="dbclient")
-    mp.wait_until(lambda: tunneld.connected("web-db"), 15, what="dbclient enrolled")
-    procs.stop(db)
-    mp.wait_until(lambda: not tunneld.connected("web-db"), 10, what="dbclient gone")
-    procs.start(db_args, env={"HOME": home}, name="dbclient-again")
-    mp.wait_until(lambda: tunneld.connected("web-db"), 15, what="dbclient reconnected with its key alone")
+def start_printed_shell_line(procs, line, program, name):
+    """A printed shell line run as printed, `exec` put before the program so that the pid stopped is its own."""
+    padded = " " + line
+    assert f" {program} " in padded, line
+    return procs.start(["sh", "-c", padded.replace(f" {program} ", f" exec {program} ", 1)], name=name)
 
-    # plink reads the answer from -pwfile, pins the host key with -hostkey (invite prints the fingerprint).
-    inv = invite(tunneld, "web-putty", os.path.join(workdir, "unused-putty"))
-    token_file = os.path.join(workdir, "putty-token")
-    with open(token_file, "w", opener=lambda p, f: os.open(p, f, 0o600)) as f:
-        f.write(inv["token"] + "\n")
-    key = s.keygen(workdir, "id_putty")
-    subprocess.run(["puttygen", key, "-O", "private", "-o", key + ".ppk"], check=True, capture_output=True)
-    plink = ["plink", "-ssh", "-batch", "-N", "-hostkey", inv["host_key_fingerprints"][0], "-i", key + ".ppk",
-             "-P", str(tunneld.port), "-R", "web-putty:80:127.0.0.1:9", "monitoring@127.0.0.1"]
-    first = procs.start([*plink[:-1], "-pwfile", token_file, plink[-1]], name="plink")
-    mp.wait_until(lambda: tunneld.connected("web-putty"), 15, what="plink enrolled")
+
+@pytest.mark.parametrize("client", ["dbclient", "plink"])
+def test_dropbear_and_putty_enrol_with_the_printed_lines_then_reconnect_with_the_key_alone(tunneld, procs, workdir,
+                                                                                          client):
+    name = f"web-{client}"
+    inv = invite(tunneld, name, os.path.join(workdir, client))
+    lines = inv[client]
+    for line in lines["setup"]:
+        subprocess.run(["sh", "-c", line], check=True, timeout=30, capture_output=True)
+    first = start_printed_shell_line(procs, lines["command"], client, f"{client}-enrol")
+    mp.wait_until(lambda: tunneld.connected(name), 15, what=f"{client} enrolled with the printed line")
+    assert len(keys_of(tunneld, name)) == 1
     procs.stop(first)
-    mp.wait_until(lambda: not tunneld.connected("web-putty"), 10, what="plink gone")
-    procs.start(plink, name="plink-again")
-    mp.wait_until(lambda: tunneld.connected("web-putty"), 15, what="plink reconnected with its key alone")
-    assert tunneld.log().count("enrolment accepted") == 2 and "enrolment refused" not in tunneld.log()
+    mp.wait_until(lambda: not tunneld.connected(name), 10, what=f"{client} gone")
+    # The same line again: the key is bound now, the token (already spent) is never asked for.
+    again = start_printed_shell_line(procs, lines["command"], client, f"{client}-again")
+    mp.wait_until(lambda: tunneld.connected(name), 15, what=f"{client} reconnected with its key alone")
+    assert again.poll() is None
+    log = tunneld.log()
+    assert log.count("enrolment accepted") == 1 and "enrolment refused" not in log, log
+    assert invites(tunneld)[name]["state"] == "spent"
+
+
+def test_dbclient_and_plink_lines_pin_the_host_key(tunneld, procs, workdir):
+    """With another host key in the printed pins, neither client connects (nor enrols)."""
+    other = os.path.join(workdir, "other-host-keys")
+    os.makedirs(other)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", os.path.join(other, "ssh_host_ed25519_key")],
+                   check=True)
+    for client in ["dbclient", "plink"]:
+        r = tunneld.tunnelctl("invite", f"web-{client}", "--proxy", f"127.0.0.1:{tunneld.port}", "--host-key-dir",
+                              other, "--host-dir", os.path.join(workdir, client), "--exporter", "127.0.0.1:9", "--json")
+        lines = json.loads(r.stdout)[client]
+        for line in lines["setup"]:
+            subprocess.run(["sh", "-c", line], check=True, timeout=30, capture_output=True)
+        out = subprocess.run(["sh", "-c", lines["command"]], capture_output=True, text=True, timeout=30,
+                             stdin=subprocess.DEVNULL, start_new_session=True)
+        assert out.returncode != 0, (client, out.stderr)
+        assert "host key" in out.stderr.lower() or "hostkey" in out.stderr.lower(), (client, out.stderr)
+    assert "enrolment accepted" not in tunneld.log() and enrolments(tunneld) == 0
+
+
+def enrol_hosts(procs, inv, base, count, source_start):
+    """`count` hosts (each its own key, copied from the printed setup) run the printed ssh line at once."""
+    first, printed_dir = os.path.join(base, "h0"), inv["setup"][0].split()[-1]
+    run_setup({"setup": [line.replace(printed_dir, first) for line in inv["setup"]]})
+    line0 = inv["ssh"].replace(printed_dir, first)
+    clients = []
+    for i in range(count):
+        d = os.path.join(base, f"h{i}")
+        if i:
+            shutil.copytree(first, d)
+            for f in ("id_ed25519", "id_ed25519.pub"):
+                os.unlink(os.path.join(d, f))
+            s.keygen(d, "id_ed25519")
+        clients.append(start_printed(procs, line0.replace(first, d), "-o", f"BindAddress=127.0.0.{source_start + i}",
+                                     "-o", "NumberOfPasswordPrompts=1", name=f"ssh-{os.path.basename(base)}{i}"))
+    return clients, [s.fingerprint(os.path.join(base, f"h{i}", "id_ed25519.pub")) for i in range(count)]
+
+
+def test_invite_of_a_declared_target_keeps_it_and_uses_n_binds_n_keys(tunneld, procs, workdir):
+    bound = s.keygen(workdir, "already-bound")
+    tunneld.tunnelctl("add", "web5", "--label", "team=db", "--key-file", bound + ".pub")
+    inv = invite(tunneld, "web5", os.path.join(workdir, "web5"), 9, "--uses", "2", "--label", "env=prod",
+                 "--path", "/metrics")
+    assert inv["declared"] is False and inv["uses"] == 2
+    shown = json.loads(tunneld.tunnelctl("show", "web5", "--json").stdout)
+    assert shown["labels"] == {"team": "db", "env": "prod"} and shown["paths"] == ["/metrics"]
+    assert shown["keys"] == [s.fingerprint(bound + ".pub")]  # inviting adds keys, it never drops one
+    text = tunneld.tunnelctl("invite", "web5", "--proxy", "127.0.0.1:1", "--host-key-dir", tunneld.host_keys).stdout
+    assert text.startswith("invited existing target web5; the token works 1 time until")
+    inv = invite(tunneld, "web5", os.path.join(workdir, "web5"), 9, "--uses", "2")  # replaces the one just printed
+
+    # Three hosts with the 2-use token at once: two bind (and then take the name over from each other, as two
+    # hosts serving one name do), the third is refused: spent, or an unknown key once no invitation is open.
+    clients, fingerprints = enrol_hosts(procs, inv, os.path.join(workdir, "fleet"), 3, 60)
+    mp.wait_until(lambda: tunneld.log().count("enrolment accepted") == 2 and
+                  sum(f"auth refused client=127.0.0.{60 + i}:" in tunneld.log() for i in range(3)) == 1, 20,
+                  what="two hosts enrolled, one refused")
+    for c in clients:
+        procs.stop(c)
+    won = {fp for i, fp in enumerate(fingerprints) if f"auth refused client=127.0.0.{60 + i}:" not in tunneld.log()}
+    assert len(won) == 2 and set(keys_of(tunneld, "web5")) == won | {s.fingerprint(bound + ".pub")}
+    listed = invites(tunneld)["web5"]
+    assert listed["state"] == "spent" and listed["uses_left"] == 0 and {u["fingerprint"] for u in listed["uses"]} == won
+    assert tunneld.log().count("enrolment accepted") == 2
+    shown = json.loads(tunneld.tunnelctl("show", "web5", "--json").stdout)
+    assert shown["labels"] == {"team": "db", "env": "prod"} and shown["paths"] == ["/metrics"]
+
+
+def test_inviting_again_replaces_the_token(tunneld, procs, workdir):
+    old = invite(tunneld, "web6", os.path.join(workdir, "old"))
+    new = invite(tunneld, "web6", os.path.join(workdir, "new"))
+    assert old["token"] != new["token"] and new["declared"] is False
+    r, key = refused_attempt(tunneld, os.path.join(workdir, "hosts"), old["token"], "127.0.0.70", "web6")
+    assert r.returncode == 255 and r.stderr.strip().splitlines()[-1].endswith(REFUSED), r.stderr
+    log = tunneld.wait_log("enrolment refused client=127.0.0.70:")
+    assert "reason=wrong_token" in log.split("enrolment refused client=127.0.0.70:")[1].splitlines()[0]
+    run_setup(new)
+    start_printed(procs, new["ssh"])
+    mp.wait_until(lambda: tunneld.connected("web6"), 15, what="web6 enrolled with the new token")
+    assert keys_of(tunneld, "web6") == [s.fingerprint(os.path.join(workdir, "new", "id_ed25519.pub"))]
 
 
 def test_invite_refuses_bad_flags_and_changes_nothing(tunneld, workdir):

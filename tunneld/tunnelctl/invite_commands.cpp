@@ -165,13 +165,59 @@ HostKeys host_keys(const InviteOptions& o) {
     return keys;
 }
 
+// Another client's complete setup: its own key file, its own host key pin, its own tunnel command.
+struct ClientLines {
+    std::vector<std::string> setup;  // shell lines, in order, from an empty host
+    std::string command;             // the tunnel; the same line works for every reconnect
+};
+
 // What the host runs, each line on its own (tested one by one).
 struct HostSetup {
     std::vector<std::string> setup;  // shell lines, in order
     std::string ssh;                 // the tunnel, by hand
     std::string unit_path, unit;     // the tunnel, kept up by systemd and autossh
     std::vector<std::string> host_key_fingerprints;
+    ClientLines dbclient, plink;     // for hosts with dropbear or PuTTY instead of OpenSSH
 };
+
+std::string printf_lines(const std::vector<std::string>& lines) {
+    std::string out;
+    for (const auto& line : lines) out += (out.empty() ? "" : "\\n") + line;
+    return "printf '" + out + "\\n'";
+}
+
+// dbclient (dropbear 2022.83) reads only its own key format, has no SSH_ASKPASS, and looks host keys up in
+// $HOME/.ssh/known_hosts by host name alone (no [HOST]:PORT form). DROPBEAR_PASSWORD answers the token prompt:
+// the token is then in the process's environment, readable by root and its own user only (never in
+// /proc/PID/cmdline), and set from the 0600 file at each start.
+ClientLines dbclient_lines(const std::string& name, const std::string& token_file, const HostKeys& keys,
+                           const InviteOptions& o) {
+    const std::string key = o.host_dir + "/id_dropbear";
+    std::vector<std::string> known;
+    for (const auto& line : keys.known_hosts) known.push_back(o.proxy_host + line.substr(line.find(' ')));
+    ClientLines c;
+    c.setup.push_back("dropbearkey -t ed25519 -f " + key);
+    c.setup.push_back("install -d -m 700 " + o.host_dir + "/.ssh && " + printf_lines(known) + " > " + o.host_dir +
+                      "/.ssh/known_hosts");
+    c.command = "HOME=" + o.host_dir + " DROPBEAR_PASSWORD=\"$(cat " + token_file + ")\" dbclient -N -K 15 " +
+                "-o ExitOnForwardFailure=yes -i " + key + " -p " + std::to_string(o.proxy_port) + " -R " + name +
+                ":80:" + o.exporter + " " + o.user + "@" + o.proxy_host;
+    return c;
+}
+
+// plink (PuTTY 0.78) reads a .ppk key, pins the host key by fingerprint (-hostkey, once per key) and answers the
+// token prompt from the 0600 file (-pwfile); once the key is bound the file is never read again.
+ClientLines plink_lines(const std::string& name, const std::string& token_file, const HostKeys& keys,
+                        const InviteOptions& o) {
+    const std::string key = o.host_dir + "/id_ed25519.ppk";
+    ClientLines c;
+    c.setup.push_back("puttygen -q -t ed25519 -C " + name + " --new-passphrase /dev/null -o " + key);
+    c.command = "plink -ssh -batch -N";
+    for (const auto& fp : keys.fingerprints) c.command += " -hostkey " + fp;
+    c.command += " -i " + key + " -pwfile " + token_file + " -P " + std::to_string(o.proxy_port) + " -R " + name +
+                 ":80:" + o.exporter + " " + o.user + "@" + o.proxy_host;
+    return c;
+}
 
 HostSetup host_setup(const std::string& name, const std::string& token, const InviteOptions& o) {
     const std::string dir = o.host_dir;
@@ -183,9 +229,7 @@ HostSetup host_setup(const std::string& name, const std::string& token, const In
     h.setup.push_back("ssh-keygen -q -t ed25519 -N '' -C " + name + " -f " + key);
     const HostKeys keys = host_keys(o);
     h.host_key_fingerprints = keys.fingerprints;
-    std::string known_lines;
-    for (const auto& line : keys.known_hosts) known_lines += (known_lines.empty() ? "" : "\\n") + line;
-    h.setup.push_back("printf '" + known_lines + "\\n' > " + known);
+    h.setup.push_back(printf_lines(keys.known_hosts) + " > " + known);
     h.setup.push_back("printf '#!/bin/sh\\nexec cat " + token_file + "\\n' > " + askpass + " && chmod 700 " + askpass);
     // The token travels over keyboard-interactive, read by SSH_ASKPASS from its 0600 file: never on a command
     // line, in a login name or in an environment variable.
@@ -209,6 +253,10 @@ HostSetup host_setup(const std::string& name, const std::string& token, const In
              "\n"
              "[Install]\n"
              "WantedBy=multi-user.target\n";
+    // The first two lines (directory, token file) are every client's.
+    h.dbclient = dbclient_lines(name, token_file, keys, o);
+    h.plink = plink_lines(name, token_file, keys, o);
+    for (auto* c : {&h.dbclient, &h.plink}) c->setup.insert(c->setup.begin(), h.setup.begin(), h.setup.begin() + 2);
     return h;
 }
 
@@ -216,6 +264,40 @@ std::string json_strings(const std::vector<std::string>& items) {
     std::string out = "[";
     for (const auto& s : items) out += (out.size() > 1 ? "," : "") + json::quote(s);
     return out + "]";
+}
+
+std::string json_client(const ClientLines& c) {
+    return "{\"setup\":" + json_strings(c.setup) + ",\"command\":" + json::quote(c.command) + "}";
+}
+
+void print_invite_json(const std::string& name, const std::string& token, bool declared, const InviteOptions& o,
+                       const InviteRecord& invite, const HostSetup& host) {
+    std::cout << "{\"name\":" << json::quote(name) << ",\"token\":" << json::quote(token)
+              << ",\"declared\":" << (declared ? "true" : "false") << ",\"uses\":" << o.uses
+              << ",\"expires_unix\":" << invite.expires_unix << ",\"expires\":" << json::quote(rfc3339(invite.expires_unix))
+              << ",\"host_key_fingerprints\":" << json_strings(host.host_key_fingerprints)
+              << ",\"setup\":" << json_strings(host.setup) << ",\"ssh\":" << json::quote(host.ssh)
+              << ",\"unit_path\":" << json::quote(host.unit_path) << ",\"unit\":" << json::quote(host.unit)
+              << ",\"dbclient\":" << json_client(host.dbclient) << ",\"plink\":" << json_client(host.plink) << "}\n";
+}
+
+void print_invite_text(const std::string& name, bool declared, const InviteOptions& o, const InviteRecord& invite,
+                       const HostSetup& host) {
+    std::cout << (declared ? "declared target " : "invited existing target ") << name << "; the token works "
+              << o.uses << (o.uses == 1 ? " time" : " times") << " until " << rfc3339(invite.expires_unix)
+              << " and is shown only now.\n\n# On the host, as root:\n";
+    for (const auto& line : host.setup) std::cout << line << "\n";
+    std::cout << "cat > " << host.unit_path << " <<'EOF'\n" << host.unit << "EOF\n"
+              << "systemctl daemon-reload && systemctl enable --now monitoring-proxy-tunnel\n"
+              << "\n# Or run the tunnel by hand (the same command keeps working once the key is bound):\n"
+              << host.ssh << "\n";
+    for (const auto& [client, lines] : {std::pair{"dropbear's dbclient", &host.dbclient}, {"PuTTY's plink", &host.plink}}) {
+        std::cout << "\n# With " << client << " instead of OpenSSH (keep it running with your service manager):\n";
+        for (const auto& line : lines->setup) std::cout << line << "\n";
+        std::cout << lines->command << "\n";
+    }
+    std::cout << "\n# The proxy's host key fingerprints (to compare by eye):\n";
+    for (const auto& fp : host.host_key_fingerprints) std::cout << "# " << fp << "\n";
 }
 
 int cmd_invite_rm(Registry& reg, Args& args) {
@@ -264,24 +346,8 @@ int cmd_invite(Registry& reg, Args& args) {
         txn.put(name, t);
         txn.put_invite(name, invite);  // replaces an earlier invitation: its token stops working
     });
-    if (o.json) {
-        std::cout << "{\"name\":" << json::quote(name) << ",\"token\":" << json::quote(token.text())
-                  << ",\"declared\":" << (declared ? "true" : "false") << ",\"uses\":" << o.uses
-                  << ",\"expires_unix\":" << invite.expires_unix << ",\"expires\":" << json::quote(rfc3339(invite.expires_unix))
-                  << ",\"host_key_fingerprints\":" << json_strings(host.host_key_fingerprints)
-                  << ",\"setup\":" << json_strings(host.setup) << ",\"ssh\":" << json::quote(host.ssh)
-                  << ",\"unit_path\":" << json::quote(host.unit_path) << ",\"unit\":" << json::quote(host.unit) << "}\n";
-        return kExitOk;
-    }
-    std::cout << (declared ? "declared target " : "invited existing target ") << name << "; the token works "
-              << o.uses << (o.uses == 1 ? " time" : " times") << " until " << rfc3339(invite.expires_unix)
-              << " and is shown only now.\n\n# On the host, as root:\n";
-    for (const auto& line : host.setup) std::cout << line << "\n";
-    std::cout << "cat > " << host.unit_path << " <<'EOF'\n" << host.unit << "EOF\n"
-              << "systemctl daemon-reload && systemctl enable --now monitoring-proxy-tunnel\n"
-              << "\n# Or run the tunnel by hand (the same command keeps working once the key is bound):\n"
-              << host.ssh << "\n\n# The proxy's host key fingerprints (plink -hostkey, or to compare by eye):\n";
-    for (const auto& fp : host.host_key_fingerprints) std::cout << "# " << fp << "\n";
+    if (o.json) print_invite_json(name, token.text(), declared, o, invite, host);
+    else print_invite_text(name, declared, o, invite, host);
     return kExitOk;
 }
 

@@ -32,8 +32,9 @@ Commands:
          [--proxy HOST[:PORT]] [--host-key-dir DIR] [--host-dir DIR] [--user USER] [--exporter HOST:PORT]
                         declare NAME (or reuse the declared one, adding the labels and paths) with a join token
                         and print the host's setup: key, token file, known_hosts pinning this proxy, the ssh -N -R
-                        line and a systemd unit with autossh. The first unknown key that presents the token is
-                        bound to NAME. --ttl: how long the token works (N with s, m, h or d; default 24h, at most
+                        line and a systemd unit with autossh, and the same setup for dropbear's dbclient and
+                        PuTTY's plink. The first unknown key that presents the token is bound to NAME (one key
+                        takes one use). --ttl: how long the token works (N with s, m, h or d; default 24h, at most
                         365d); --uses: how many keys it may bind (1-1000, default 1); --proxy: the address hosts
                         connect to (default: this host name, port 22); --host-key-dir: tunneld's host keys, read
                         from ssh_host_*_key.pub (default /etc/ssh); --host-dir: the directory on the host for key,
