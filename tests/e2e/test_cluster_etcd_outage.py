@@ -62,6 +62,26 @@ def test_one_etcd_member_killed_changes_nothing(cluster, etcd, workdir, exporter
     assert served_everywhere(cluster, "web1")
 
 
+def test_a_watch_whose_member_dies_resumes_from_its_revision_without_reading_everything(cluster, etcd, workdir,
+                                                                                        exporter):
+    """Every mirror watches on the first endpoint (member 0). Killing it ends those watches; each resumes on another
+    member from the revision after the last one it applied, and a change made meanwhile is not lost."""
+    a, b, c = cluster.proxies
+    declare_and_connect(cluster, workdir, exporter, a, "web1")
+    mp.wait_until(lambda: served_everywhere(cluster, "web1"), 2, what="web1 through every proxy")
+    etcd.kill(0)
+    etcd.wait_healthy(members=[m for m in etcd.members if m.running()])
+    c.tunnelctl("add", "web2", "--label", "env=dev")  # written while the watches may still be moving
+    for p in cluster.proxies:
+        mp.wait_until(lambda: p.log_lines("cluster watch ended", "resuming from revision="), 10,
+                      what=f"{p.node_id} resumes its watch")
+        assert not p.log_lines("cluster watch ended", "listing again"), p.log()
+        assert not p.log_lines("cluster degraded"), p.log()
+    mp.wait_until(lambda: all("web2" in p.sd_names() for p in cluster.proxies), 3, what="web2 on every proxy")
+    assert served_everywhere(cluster, "web1")
+    etcd.restart(0)
+
+
 def test_all_etcd_stopped_then_back(cluster, etcd, workdir, exporter):
     """While etcd is down nothing can be declared (tunnelctl --etcd has no quorum to write to), so "a target added
     while it was down" is a tunnel that came up during the outage: web2's host reconnects to C, which knows web2's

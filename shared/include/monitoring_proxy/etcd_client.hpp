@@ -140,6 +140,9 @@ public:
     // The next batch of events; nullopt once cancelled. Throws Compacted, Unavailable, EtcdError.
     std::optional<WatchBatch> next();
     void cancel() noexcept;
+    // Whether etcd confirmed the watch (its "created" response): a watch that ends after that was working and
+    // may be resumed from the last revision seen; one that never got there did not reach a working member.
+    bool created() const noexcept;
 
 private:
     friend class Client;

@@ -1,5 +1,6 @@
 // The Watch stream: one WatchCreateRequest for a prefix from a revision, then batches of events until the stream
-// ends. Failover is the caller's (list again, then watch again): an endpoint that failed is skipped next time.
+// ends. Failover is the caller's (watch again from the last revision, or list again): an endpoint that failed is
+// skipped next time.
 #include "channel.hpp"
 
 namespace monitoring_proxy::etcd {
@@ -41,6 +42,8 @@ void Watch::cancel() noexcept {
     state_->cancelled = true;
     state_->ctx.TryCancel();
 }
+
+bool Watch::created() const noexcept { return state_->created; }
 
 std::optional<WatchBatch> Watch::next() {
     State& st = *state_;

@@ -165,8 +165,9 @@ void ClusterMirror::run() noexcept {
                 continue;
             }
         }
+        std::unique_ptr<et::Watch> watch;
         try {
-            auto watch = client_->watch_prefix(prefix_, revision_ + 1);
+            watch = client_->watch_prefix(prefix_, revision_ + 1);
             {
                 std::lock_guard lock(mu_);
                 if (stop_) return;
@@ -185,6 +186,15 @@ void ClusterMirror::run() noexcept {
             log_line("cluster watch compacted revision=" + std::to_string(revision_ + 1) +
                      " compact_revision=" + std::to_string(e.compact_revision) + "; listing everything again");
         } catch (const et::EtcdError& e) {
+            if (watch && watch->created()) {
+                // A working watch ended (its member stopped, a leader change): the view is current up to
+                // revision_, so watching on from there (on another member) misses nothing and re-reads nothing.
+                log_line("cluster watch ended reason=" + log_quote(printable(e.what())) +
+                         "; resuming from revision=" + std::to_string(revision_ + 1));
+                if (!sleep_for(std::chrono::milliseconds(50))) return;  // no busy loop on a flapping member
+                continue;
+            }
+            // No member answered: the list path retries with backoff, marks the node degraded, and reconciles.
             log_line("cluster watch ended reason=" + log_quote(printable(e.what())) + "; listing again");
         } catch (const std::exception& e) {
             log_line("cluster error applying an etcd watch batch to the registry: " + std::string(e.what()) +
