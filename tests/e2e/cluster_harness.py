@@ -199,3 +199,20 @@ class Cluster:
     def assert_clean_logs(self):
         for p in self.proxies:
             p.nginx.assert_clean_log()
+
+
+def declare_and_connect(cluster, workdir, exporter, proxy, name):
+    """Declares `name` with a new key and connects its host to `proxy`; returns (key path, ssh client)."""
+    key = ssh_harness.keygen(workdir, name)
+    proxy.tunnelctl("add", name, "--key-file", key + ".pub")
+    # The proxy accepts the key once its mirror has the declaration (ms, more through a slow path to etcd).
+    mp.wait_until(lambda: name in proxy.sd_names(), 5, what=f"{proxy.node_id} knows {name}")
+    client = cluster.ssh(proxy, key, name, exporter.port)
+    proxy.wait_forward(name)
+    return key, client
+
+
+def served_everywhere(cluster, name, proxies=None):
+    """Whether `name` answers its exporter's exact bytes through every proxy (or those given)."""
+    return all(p.fetch(f"/{name}/bytes/100", timeout=3) == (200, ssh_harness.body(100))
+               for p in proxies or cluster.proxies)

@@ -6,6 +6,7 @@ import json
 import pytest
 
 import cluster_harness
+from cluster_harness import declare_and_connect, served_everywhere
 import mp
 import ssh_harness as s
 
@@ -25,18 +26,6 @@ def leader_index(etcd):
 
 def etcd_up(proxy):
     return mp.metric_value(proxy.metrics(), "monitoring_proxy_cluster_etcd_up")
-
-
-def declare_and_connect(cluster, workdir, exporter, proxy, name):
-    key = s.keygen(workdir, name)
-    proxy.tunnelctl("add", name, "--key-file", key + ".pub")
-    client = cluster.ssh(proxy, key, name, exporter.port)
-    proxy.wait_forward(name)
-    return key, client
-
-
-def served_everywhere(cluster, name, proxies=None):
-    return all(p.fetch(f"/{name}/bytes/100", timeout=3) == (200, s.body(100)) for p in proxies or cluster.proxies)
 
 
 def test_one_etcd_member_killed_changes_nothing(cluster, etcd, workdir, exporter):
