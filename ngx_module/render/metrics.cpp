@@ -187,6 +187,9 @@ std::string render_metrics(const MetricsInput& in) {
         x.sample({{"outcome", std::string(outcome_label(static_cast<Outcome>(o)))}}, in.requests.totals.outcomes[o]);
     x.family("untracked_requests_total", "counter", "Requests of targets that found the per-target counter table full (counted in totals only).");
     x.sample({}, in.requests.dropped_targets);
+    x.family("registry_unreadable_records", "gauge",
+             "Registry records this page skipped because they do not decode (a newer version's, or damaged); nginx's error.log names each.");
+    x.sample({}, in.unreadable_records);
     if (in.cluster) render_cluster(x, *in.cluster, declared);
 
     // In vocabulary order, so the exposition does not depend on which counters happen to exist.

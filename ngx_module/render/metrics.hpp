@@ -26,6 +26,7 @@ struct MetricsInput {
     const std::map<std::string, std::uint64_t>& tunneld_counters;  // live counters keys (registry_schema.hpp)
     const CountersSnapshot& requests;
     const ClusterMetricsInput* cluster = nullptr;  // nullptr: single-node, no cluster families at all
+    std::size_t unreadable_records = 0;            // registry records skipped because they do not decode
 };
 
 std::string render_metrics(const MetricsInput& input);

@@ -230,10 +230,42 @@ void cluster_json(std::string& o, const ClusterMetricsInput& c, const std::vecto
     o += "}}";
 }
 
+void unreadable_html(std::string& o, const std::vector<registry::UnreadableRecord>& unreadable) {
+    if (unreadable.empty()) return;
+    o += "<h2>Unreadable registry records</h2>\n<p class=\"summary\">Skipped on this page (written by a newer "
+         "version, or damaged); nginx's error.log names each.</p>\n<table id=\"unreadable\"><thead><tr><th>Kind"
+         "</th><th>Name</th><th>Error</th></tr></thead><tbody>\n";
+    for (const auto& u : unreadable) {
+        o += "<tr class=\"problem\"><td>";
+        html_escape(o, u.kind);
+        o += "</td><td>";
+        html_escape(o, u.name);
+        o += "</td><td><code>";
+        html_escape(o, u.error);
+        o += "</code></td></tr>\n";
+    }
+    o += "</tbody></table>\n";
+}
+
+void unreadable_json(std::string& o, const std::vector<registry::UnreadableRecord>& unreadable) {
+    o += ",\"unreadable\":[";
+    for (std::size_t i = 0; i < unreadable.size(); ++i) {
+        o += i ? ",{\"kind\":" : "{\"kind\":";
+        json::append_string(o, unreadable[i].kind);
+        o += ",\"name\":";
+        json::append_string(o, unreadable[i].name);
+        o += ",\"error\":";
+        json::append_string(o, unreadable[i].error);
+        o += '}';
+    }
+    o += ']';
+}
+
 }  // namespace
 
 std::string render_status_html(const std::vector<StatusRow>& rows, std::int64_t now_ms, int refresh_seconds,
-                               const Invites& invites, const ClusterMetricsInput* cluster) {
+                               const Invites& invites, const ClusterMetricsInput* cluster,
+                               const std::vector<registry::UnreadableRecord>& unreadable) {
     std::size_t connected = std::count_if(rows.begin(), rows.end(), [](auto& r) { return r.connected; });
     std::size_t problems = std::count_if(rows.begin(), rows.end(), [](auto& r) { return r.severity == 2; });
     std::string o;
@@ -312,12 +344,14 @@ code{font:12px ui-monospace,monospace;word-break:break-all}
     o += "</tbody></table>\n";
     invites_html(o, invites, now_ms);
     if (cluster) cluster_html(o, *cluster, rows, now_ms);
+    unreadable_html(o, unreadable);
     o += "</body></html>\n";
     return o;
 }
 
 std::string render_status_json(const std::vector<StatusRow>& rows, std::int64_t now_ms, const Invites& invites,
-                               const ClusterMetricsInput* cluster) {
+                               const ClusterMetricsInput* cluster,
+                               const std::vector<registry::UnreadableRecord>& unreadable) {
     using json::append_string;
     std::string o = "{\"generated\":";
     append_string(o, utc(now_ms));
@@ -368,6 +402,7 @@ std::string render_status_json(const std::vector<StatusRow>& rows, std::int64_t 
     o += rows.empty() ? "]" : "\n]";
     invites_json(o, invites, now_ms);
     if (cluster) cluster_json(o, *cluster, rows);
+    unreadable_json(o, unreadable);
     o += "}\n";
     return o;
 }

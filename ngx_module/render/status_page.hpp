@@ -36,9 +36,12 @@ std::vector<StatusRow> status_rows(const std::vector<registry::SnapshotEntry>& e
                                    const CountersSnapshot& requests);
 
 // `cluster`: the cluster section (etcd state, nodes, the node holding each target); nullptr in single-node mode.
+// `unreadable`: registry records the page skipped (they do not decode), listed so that nothing vanishes unseen.
 std::string render_status_html(const std::vector<StatusRow>& rows, std::int64_t now_unix_ms, int refresh_seconds,
-                               const Invites& invites = {}, const ClusterMetricsInput* cluster = nullptr);
+                               const Invites& invites = {}, const ClusterMetricsInput* cluster = nullptr,
+                               const std::vector<registry::UnreadableRecord>& unreadable = {});
 std::string render_status_json(const std::vector<StatusRow>& rows, std::int64_t now_unix_ms,
-                               const Invites& invites = {}, const ClusterMetricsInput* cluster = nullptr);
+                               const Invites& invites = {}, const ClusterMetricsInput* cluster = nullptr,
+                               const std::vector<registry::UnreadableRecord>& unreadable = {});
 
 }  // namespace monitoring_proxy::tunnel

@@ -83,20 +83,34 @@ ngx_int_t sd_handler(ngx_http_request_t* r) noexcept {
 }
 
 // The registry's cluster view for the pages; nullopt in single-node mode (no cluster state record).
-std::optional<ClusterMetricsInput> cluster_input(registry::Reader& reader) {
+std::optional<ClusterMetricsInput> cluster_input(registry::Reader& reader,
+                                                 std::vector<registry::UnreadableRecord>& unreadable) {
     auto state = reader.cluster_state();
     if (!state) return std::nullopt;
-    return ClusterMetricsInput{std::move(*state), reader.cluster_nodes(), reader.cluster_tunnels()};
+    return ClusterMetricsInput{std::move(*state), reader.cluster_nodes(&unreadable), reader.cluster_tunnels(&unreadable)};
+}
+
+// /-/metrics and /-/status skip a record that does not decode instead of failing whole: the page that would
+// report the problem must not be what it takes down. Each skipped record is an error.log line (and a gauge).
+// /-/sd does not skip: a list without the target would make Prometheus drop its series, a failed one keeps
+// Prometheus on its last good list.
+void log_unreadable(ngx_http_request_t* r, const std::vector<registry::UnreadableRecord>& unreadable) {
+    for (const auto& u : unreadable)
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0, "the registry record of %s \"%s\" is unreadable: %s; skipped",
+                      u.kind.c_str(), u.name.c_str(), u.error.c_str());
 }
 
 ngx_int_t metrics_handler(ngx_http_request_t* r) noexcept {
     return with_registry(r, "tunnel_metrics", [r](registry::Reader& reader) {
-        auto entries = reader.snapshot();
+        std::vector<registry::UnreadableRecord> unreadable;
+        auto entries = reader.snapshot(&unreadable);
         auto counters = reader.counters();
         auto requests = request_snapshot(r);
-        const auto cluster = cluster_input(reader);
+        const auto cluster = cluster_input(reader, unreadable);
+        log_unreadable(r, unreadable);
         return send_response(r, NGX_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8",
-                             render_metrics({entries, counters, requests, cluster ? &*cluster : nullptr}));
+                             render_metrics({entries, counters, requests, cluster ? &*cluster : nullptr,
+                                             unreadable.size()}));
     });
 }
 
@@ -116,15 +130,17 @@ bool wants_json(ngx_http_request_t* r) {
 
 ngx_int_t status_handler(ngx_http_request_t* r) noexcept {
     return with_registry(r, "tunnel_status", [r](registry::Reader& reader) {
-        auto rows = status_rows(reader.snapshot(), request_snapshot(r));
-        auto invites = reader.invites();
-        const auto cluster = cluster_input(reader);
+        std::vector<registry::UnreadableRecord> unreadable;
+        auto rows = status_rows(reader.snapshot(&unreadable), request_snapshot(r));
+        auto invites = reader.invites(&unreadable);
+        const auto cluster = cluster_input(reader, unreadable);
         const ClusterMetricsInput* c = cluster ? &*cluster : nullptr;
+        log_unreadable(r, unreadable);
         if (wants_json(r))
             return send_response(r, NGX_HTTP_OK, "application/json",
-                                 render_status_json(rows, unix_now_ms(), invites, c));
+                                 render_status_json(rows, unix_now_ms(), invites, c, unreadable));
         return send_response(r, NGX_HTTP_OK, "text/html; charset=utf-8",
-                             render_status_html(rows, unix_now_ms(), kStatusRefreshSeconds, invites, c));
+                             render_status_html(rows, unix_now_ms(), kStatusRefreshSeconds, invites, c, unreadable));
     });
 }
 

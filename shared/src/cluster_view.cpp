@@ -113,8 +113,8 @@ ClusterView Registry::cluster_view() {
     ClusterView view;
     if (!live_ || !cluster_tunnels_ || !cluster_nodes_) return view;
     lmdb::Txn txn(live_, MDB_RDONLY);
-    view.tunnels = detail::collect_records(txn, *cluster_tunnels_, decode_cluster_tunnel);
-    view.nodes = detail::collect_records(txn, *cluster_nodes_, decode_cluster_node);
+    view.tunnels = detail::collect_records(txn, *cluster_tunnels_, decode_cluster_tunnel, "cluster tunnel");
+    view.nodes = detail::collect_records(txn, *cluster_nodes_, decode_cluster_node, "cluster node");
     return view;
 }
 

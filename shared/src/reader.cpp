@@ -158,45 +158,40 @@ std::optional<ClusterTunnelRecord> Reader::cluster_tunnel(std::string_view name)
     return decode_cluster_tunnel(*v);
 }
 
-std::map<std::string, ClusterTunnelRecord> Reader::cluster_tunnels() {
+std::map<std::string, ClusterTunnelRecord> Reader::cluster_tunnels(std::vector<UnreadableRecord>* unreadable) {
     if (!open_live() || !open_cluster()) return {};
     begin(live_, live_txn_);
     ResetOnExit reset{live_txn_};
-    return detail::collect_records(live_txn_, *cluster_tunnels_, decode_cluster_tunnel);
+    return detail::collect_records(live_txn_, *cluster_tunnels_, decode_cluster_tunnel, "cluster tunnel", unreadable);
 }
 
-std::map<std::string, ClusterNodeRecord> Reader::cluster_nodes() {
+std::map<std::string, ClusterNodeRecord> Reader::cluster_nodes(std::vector<UnreadableRecord>* unreadable) {
     if (!open_live() || !open_cluster()) return {};
     begin(live_, live_txn_);
     ResetOnExit reset{live_txn_};
-    return detail::collect_records(live_txn_, *cluster_nodes_, decode_cluster_node);
+    return detail::collect_records(live_txn_, *cluster_nodes_, decode_cluster_node, "cluster node", unreadable);
 }
 
-std::vector<SnapshotEntry> Reader::snapshot() {
+std::vector<SnapshotEntry> Reader::snapshot(std::vector<UnreadableRecord>* unreadable) {
     std::map<std::string, SnapshotEntry> by_name;
     {
         begin(declared_, declared_txn_);
         ResetOnExit reset{declared_txn_};
-        detail::collect_targets(declared_txn_, targets_, by_name);
+        detail::collect_targets(declared_txn_, targets_, by_name, unreadable);
     }
     if (open_live()) {
         begin(live_, live_txn_);
         ResetOnExit reset{live_txn_};
-        detail::collect_tunnels(live_txn_, tunnels_, by_name);
+        detail::collect_tunnels(live_txn_, tunnels_, by_name, unreadable);
     }
     return detail::to_sorted_vector(std::move(by_name));
 }
 
-std::map<std::string, InviteRecord> Reader::invites() {
-    std::map<std::string, InviteRecord> out;
-    if (!invites_) return out;
+std::map<std::string, InviteRecord> Reader::invites(std::vector<UnreadableRecord>* unreadable) {
+    if (!invites_) return {};
     begin(declared_, declared_txn_);
     ResetOnExit reset{declared_txn_};
-    lmdb::Cursor c(declared_txn_, *invites_);
-    MDB_val k{}, v{};
-    for (bool ok = c.get(k, v, MDB_FIRST); ok; ok = c.get(k, v, MDB_NEXT))
-        out.emplace(std::string(lmdb::to_view(k)), decode_invite(lmdb::to_view(v)));
-    return out;
+    return detail::collect_records(declared_txn_, *invites_, decode_invite, "invitation", unreadable);
 }
 
 std::map<std::string, std::uint64_t> Reader::counters() {

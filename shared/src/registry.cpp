@@ -425,14 +425,9 @@ std::map<std::uint64_t, InstanceRecord> Registry::instances() {
 }
 
 std::map<std::string, InviteRecord> Registry::invites() {
-    std::map<std::string, InviteRecord> out;
-    if (!invites_) return out;
+    if (!invites_) return {};
     lmdb::Txn txn(declared_, MDB_RDONLY);
-    lmdb::Cursor c(txn, *invites_);
-    MDB_val k{}, v{};
-    for (bool ok = c.get(k, v, MDB_FIRST); ok; ok = c.get(k, v, MDB_NEXT))
-        out.emplace(std::string(lmdb::to_view(k)), decode_invite(lmdb::to_view(v)));
-    return out;
+    return detail::collect_records(txn, *invites_, decode_invite, "invitation");
 }
 
 std::vector<std::string> Registry::sweep_dead_instances() {
@@ -505,21 +500,25 @@ std::uint32_t check_schema(lmdb::Txn& txn, MDB_dbi meta, MDB_dbi any_data, bool 
     throw SchemaMismatch(what, version);
 }
 
-void collect_targets(lmdb::Txn& txn, MDB_dbi targets, std::map<std::string, SnapshotEntry>& by_name) {
+void collect_targets(lmdb::Txn& txn, MDB_dbi targets, std::map<std::string, SnapshotEntry>& by_name,
+                     std::vector<UnreadableRecord>* unreadable) {
     lmdb::Cursor c(txn, targets);
     MDB_val k{}, v{};
     for (bool ok = c.get(k, v, MDB_FIRST); ok; ok = c.get(k, v, MDB_NEXT)) {
-        auto& e = by_name[std::string(lmdb::to_view(k))];
-        e.target = decode_target(lmdb::to_view(v));
+        const std::string_view name = lmdb::to_view(k);
+        if (auto target = decode_or_list(decode_target, lmdb::to_view(v), "target", name, unreadable))
+            by_name[std::string(name)].target = std::move(*target);
     }
 }
 
-void collect_tunnels(lmdb::Txn& txn, MDB_dbi tunnels, std::map<std::string, SnapshotEntry>& by_name) {
+void collect_tunnels(lmdb::Txn& txn, MDB_dbi tunnels, std::map<std::string, SnapshotEntry>& by_name,
+                     std::vector<UnreadableRecord>* unreadable) {
     lmdb::Cursor c(txn, tunnels);
     MDB_val k{}, v{};
     for (bool ok = c.get(k, v, MDB_FIRST); ok; ok = c.get(k, v, MDB_NEXT)) {
-        auto& e = by_name[std::string(lmdb::to_view(k))];
-        e.tunnel = decode_tunnel(lmdb::to_view(v));
+        const std::string_view name = lmdb::to_view(k);
+        if (auto tunnel = decode_or_list(decode_tunnel, lmdb::to_view(v), "tunnel", name, unreadable))
+            by_name[std::string(name)].tunnel = std::move(*tunnel);
     }
 }
 

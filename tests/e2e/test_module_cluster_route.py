@@ -165,3 +165,31 @@ def test_metrics_status_and_discovery_show_the_cluster(env):
     sd = json.loads(single.get("/-/sd")[1])
     assert sorted(t["labels"]["instance"] for t in sd) == ["db", "web1"]
     assert json.loads(sd_single)[0] in sd
+
+
+def test_a_corrupt_cluster_record_is_skipped_and_reported_by_metrics_and_status(env):
+    """The pages that would report a damaged record must not be what it takes down: /-/metrics and /-/status
+    answer 200 without it, count it, list it and log it; discovery does not read cluster records at all."""
+    env.registry.add("web1")
+    exporter = env.backend("web1")
+    env.registry.live("web1", exporter.port)
+    env.registry.add("web3")
+    env.registry.fixture("cluster-self", "node-a")
+    env.registry.fixture("cluster-tunnel", "web3", "node-b", "127.0.0.2:8080")
+    env.registry.fixture("cluster-corrupt", "web3")
+    nginx = env.nginx(server_extra=PAGES).start()
+    status, metrics, _ = nginx.get("/-/metrics")
+    assert status == 200, metrics
+    assert "monitoring_proxy_registry_unreadable_records 1\n" in metrics
+    assert 'monitoring_proxy_tunnel_up{tunnel="web1"} 1\n' in metrics
+    assert 'monitoring_proxy_cluster_tunnel_holder{tunnel="web3"' not in metrics
+    page = json.loads(nginx.get("/-/status?format=json")[1])
+    assert [(u["kind"], u["name"]) for u in page["unreadable"]] == [("cluster tunnel", "web3")]
+    assert "trailing bytes" in page["unreadable"][0]["error"]
+    assert 'id="unreadable"' in nginx.get("/-/status")[1]
+    assert sorted(t["labels"]["instance"] for t in json.loads(nginx.get("/-/sd")[1])) == ["web1", "web3"]
+    mp.wait_until(lambda: 'the registry record of cluster tunnel "web3" is unreadable' in nginx.error_log(),
+                  what="the skipped record in error.log")
+    env.registry.fixture("cluster-tunnel", "web3", "node-b", "127.0.0.2:8080")  # repaired: nothing skipped
+    assert "monitoring_proxy_registry_unreadable_records 0\n" in nginx.get("/-/metrics")[1]
+    assert json.loads(nginx.get("/-/status?format=json")[1])["unreadable"] == []

@@ -1,12 +1,18 @@
 """An unreadable registry: every routed request answers 500, error.log names the registry path and the LMDB
 error (rate-limited), and the workers pick the registry up once it exists, without a reload."""
+import json
 import os
 
 import mp
+import nginx_harness as h
 
 
 def unreadable_lines(nginx):
     return [line for line in nginx.error_log().splitlines() if "unreadable" in line]
+
+
+PAGES = ("        location = /-/metrics { tunnel_metrics; }\n        location = /-/status { tunnel_status; }\n"
+         "        location = /-/sd { tunnel_sd; }")
 
 
 def test_missing_registry_answers_500_then_recovers_without_reload(env):
@@ -85,3 +91,22 @@ def test_one_undecodable_target_record_fails_that_target_only(env):
     log = nginx.error_log()
     assert 'the registry record of "web2" is unreadable' in log and "unknown record version" in log, log
     assert "reopening" not in log and "unreadable: " not in log.split('record of "web2"')[0], log
+
+
+def test_an_undecodable_target_is_skipped_by_metrics_and_status_and_fails_discovery(env):
+    """/-/metrics and /-/status show everything else and report the record; /-/sd answers 500, so Prometheus
+    keeps its last good target list rather than dropping web2's series."""
+    env.target("web1")
+    env.target("web2")
+    nginx = env.nginx(workers=1, server_extra=PAGES).start()
+    h.run([mp.program("mp-registry-fixture"), "--registry", env.registry.path, "future", "web2"])
+    status, metrics, _ = nginx.get("/-/metrics")
+    assert status == 200 and "monitoring_proxy_registry_unreadable_records 1\n" in metrics, metrics
+    assert 'monitoring_proxy_tunnel_up{tunnel="web1"} 1\n' in metrics and 'tunnel="web2"' not in metrics
+    page = json.loads(nginx.get("/-/status?format=json")[1])
+    assert [(u["kind"], u["name"]) for u in page["unreadable"]] == [("target", "web2")]
+    assert [t["name"] for t in page["targets"] if t["declared"]] == ["web1"]
+    assert nginx.status("/-/sd") == 500
+    assert nginx.status("/web1/metrics") == 200
+    log = nginx.error_log()
+    assert 'the registry record of target "web2" is unreadable: ' in log and "skipped" in log, log

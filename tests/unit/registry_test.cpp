@@ -37,22 +37,24 @@ void put_target(Registry& reg, const std::string& name, const TargetRecord& t) {
     reg.update_declared([&](DeclaredTxn& txn) { txn.put(name, t); });
 }
 
-// Writes one raw key into the meta database of an environment, as a tool or another version would. The
-// registry must be closed: one process must not hold an LMDB environment open twice.
-void poke_meta(const std::string& env_dir, const char* key, std::string_view value) {
+// Writes one raw key into a database of an environment, as a tool or another version would. The registry must
+// be closed: one process must not hold an LMDB environment open twice.
+void poke(const std::string& env_dir, const char* db, std::string_view key, std::string_view value) {
     MDB_env* env;
     mdb_env_create(&env);
     mdb_env_set_maxdbs(env, 8);
     REQUIRE(mdb_env_open(env, env_dir.c_str(), 0, 0640) == 0);
     MDB_txn* txn;
     mdb_txn_begin(env, nullptr, 0, &txn);
-    MDB_dbi meta;
-    mdb_dbi_open(txn, kDbMeta, 0, &meta);
-    MDB_val k{std::strlen(key), const_cast<char*>(key)}, v{value.size(), const_cast<char*>(value.data())};
-    REQUIRE(mdb_put(txn, meta, &k, &v, 0) == 0);
+    MDB_dbi dbi;
+    REQUIRE(mdb_dbi_open(txn, db, 0, &dbi) == 0);
+    MDB_val k{key.size(), const_cast<char*>(key.data())}, v{value.size(), const_cast<char*>(value.data())};
+    REQUIRE(mdb_put(txn, dbi, &k, &v, 0) == 0);
     REQUIRE(mdb_txn_commit(txn) == 0);
     mdb_env_close(env);
 }
+
+void poke_meta(const std::string& env_dir, const char* key, std::string_view value) { poke(env_dir, kDbMeta, key, value); }
 }  // namespace
 
 TEST_CASE("declared targets round-trip and keep the key index in step", "[registry]") {
@@ -592,4 +594,28 @@ TEST_CASE("a lock file a read-only open recreates keeps the readers' access", "[
     auto lock = state_of(d.sub("reg/lock.mdb"));
     CHECK(lock.mode == 0660);
     CHECK(lock.group == 65534);
+}
+
+
+TEST_CASE("a listing skips an undecodable record only when asked, and names it", "[registry][reader]") {
+    TempDir d;
+    {
+        auto reg = Registry::open(options_for(d));
+        put_target(reg, "web1", target());
+        put_target(reg, "web2", target());
+    }
+    std::string future = encode(target());
+    future[0] = static_cast<char>(0x7f);  // a record version no decoder knows: a newer writer's
+    poke(d.sub("reg"), kDbTargets, "web2", future);
+    Reader reader(d.sub("reg"));
+    CHECK_THROWS_AS(reader.snapshot(), DecodeError);  // discovery: fail rather than list without web2
+    std::vector<UnreadableRecord> unreadable;
+    auto entries = reader.snapshot(&unreadable);
+    REQUIRE(entries.size() == 1);
+    CHECK(entries[0].name == "web1");
+    REQUIRE(unreadable.size() == 1);
+    CHECK(unreadable[0].kind == "target");
+    CHECK(unreadable[0].name == "web2");
+    CHECK_THAT(unreadable[0].error, Catch::Contains("version"));
+    CHECK(reader.resolve("web1", "/metrics").status == Resolution::kNotConnected);  // the rest stays readable
 }

@@ -100,6 +100,9 @@ TEST_CASE("metrics expose targets, tunnels, requests and tunneld counters", "[re
     CHECK_THAT(text, Catch::Contains("monitoring_proxy_tunneld_auth_failures_total{reason=\"unknown_key\"} 3\n"));
     CHECK_THAT(text, !Catch::Contains("orphan"));
     CHECK_THAT(text, !Catch::Contains("not a valid key"));
+    CHECK_THAT(text, Catch::Contains("monitoring_proxy_registry_unreadable_records 0\n"));
+    CHECK_THAT(render_metrics({entries, counters, requests, nullptr, 2}),
+               Catch::Contains("monitoring_proxy_registry_unreadable_records 2\n"));
 
     // The real promtool agrees it is a valid exposition. install-deps.sh installs it (package prometheus):
     // without it this check fails instead of passing unchecked.
@@ -177,4 +180,16 @@ TEST_CASE("cluster metrics: etcd state, nodes, and the holder on a series of its
     CHECK_THAT(text, Catch::Contains("monitoring_proxy_cluster_tunnel_holder{tunnel=\"db\",node=\"node-b\"} 1\n"));
     // The target's own series carry no node label, so they stay the same series when the tunnel moves.
     CHECK_THAT(text, Catch::Contains("monitoring_proxy_tunnel_up{tunnel=\"db\"} 0\n"));
+}
+
+
+TEST_CASE("the status page lists the records it skipped, escaped", "[render][status]") {
+    const std::vector<registry::UnreadableRecord> unreadable{{"target", "web<2>", "unknown record version 127"}};
+    const std::string json = render_status_json({}, 1700000200000, {}, nullptr, unreadable);
+    CHECK_THAT(json, Catch::Contains(R"("unreadable":[{"kind":"target","name":"web<2>","error":"unknown record version 127"}])"));
+    CHECK_THAT(render_status_json({}, 1700000200000), Catch::Contains(R"("unreadable":[])"));
+    const std::string html = render_status_html({}, 1700000200000, 10, {}, nullptr, unreadable);
+    CHECK_THAT(html, Catch::Contains("id=\"unreadable\""));
+    CHECK_THAT(html, Catch::Contains("web&lt;2&gt;"));
+    CHECK_THAT(render_status_html({}, 1700000200000, 10), !Catch::Contains("id=\"unreadable\""));
 }

@@ -75,16 +75,17 @@ public:
     Freshness freshness() noexcept;
     static constexpr std::chrono::milliseconds kReplacementCheckInterval{1000};
 
-    // Everything at once, for discovery, metrics and the status page (allocates; not for the proxy path).
-    std::vector<SnapshotEntry> snapshot();
+    // Everything at once, for discovery, metrics and the status page (allocates; not for the proxy path). A
+    // record that does not decode throws DecodeError, or, given `unreadable`, is skipped and listed there.
+    std::vector<SnapshotEntry> snapshot(std::vector<UnreadableRecord>* unreadable = nullptr);
     std::map<std::string, std::uint64_t> counters();
     // Join tokens' records (never a secret: only its hash is stored), for the status page.
-    std::map<std::string, InviteRecord> invites();
+    std::map<std::string, InviteRecord> invites(std::vector<UnreadableRecord>* unreadable = nullptr);
     // The cluster view (nullopt / empty in single-node mode), for the pages.
     std::optional<ClusterStateRecord> cluster_state();
     std::optional<ClusterTunnelRecord> cluster_tunnel(std::string_view name);
-    std::map<std::string, ClusterTunnelRecord> cluster_tunnels();
-    std::map<std::string, ClusterNodeRecord> cluster_nodes();
+    std::map<std::string, ClusterTunnelRecord> cluster_tunnels(std::vector<UnreadableRecord>* unreadable = nullptr);
+    std::map<std::string, ClusterNodeRecord> cluster_nodes(std::vector<UnreadableRecord>* unreadable = nullptr);
 
     const std::string& dir() const noexcept { return dir_; }
 

@@ -59,6 +59,14 @@ struct SnapshotEntry {
     std::optional<TunnelRecord> tunnel;  // nullopt: declared, not connected
 };
 
+// A record a listing skipped because it does not decode (written by a newer version, or damaged): the pages
+// that asked for skipping show the rest and report these, instead of failing whole.
+struct UnreadableRecord {
+    std::string kind;  // "target", "tunnel", "cluster node", "cluster tunnel", "invitation"
+    std::string name;
+    std::string error;
+};
+
 // One write transaction on the declared environment.
 class DeclaredTxn {
 public:
