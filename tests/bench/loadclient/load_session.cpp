@@ -51,7 +51,8 @@ struct LoadSession::Channel {
 
 LoadSession::LoadSession(int index, const Options& options, ssh_key key, const std::string& response,
                          SessionTotals& totals)
-    : index_(index), options_(options), key_(key), response_(response), totals_(totals) {}
+    : index_(index), options_(options), key_(key), response_(response), totals_(totals),
+      destination_{options.host, options.port} {}
 
 LoadSession::~LoadSession() { release(); }
 
@@ -95,10 +96,10 @@ void LoadSession::start(double now) {
     ssh_ = ssh_new();
     if (ssh_ == nullptr) return fail("ssh_new failed");
     const int verbosity = options_.verbose ? SSH_LOG_WARNING : SSH_LOG_NOLOG;
-    const int port = options_.port;
+    const int port = destination_.port;
     const int no = 0;
     const int yes = 1;
-    bool ok = ssh_options_set(ssh_, SSH_OPTIONS_HOST, options_.host.c_str()) == SSH_OK &&
+    bool ok = ssh_options_set(ssh_, SSH_OPTIONS_HOST, destination_.host.c_str()) == SSH_OK &&
               ssh_options_set(ssh_, SSH_OPTIONS_PORT, &port) == SSH_OK &&
               ssh_options_set(ssh_, SSH_OPTIONS_USER, options_.user.c_str()) == SSH_OK &&
               ssh_options_set(ssh_, SSH_OPTIONS_LOG_VERBOSITY, &verbosity) == SSH_OK &&

@@ -41,6 +41,11 @@ public:
     void check_timeout(double now);
     // Disconnects and frees everything (state Closed unless it already Failed).
     void stop();
+    // Where the next start() connects (initially --host/--port), and a fresh count of attempts for --retries:
+    // a reconnect after the server closed the session is a new setup, not a retry of the old one.
+    void set_destination(const Destination& destination) { destination_ = destination; }
+    const Destination& destination() const { return destination_; }
+    void reset_attempts() { attempts_ = 0; }
 
     State state() const { return state_; }
     bool in_setup() const {
@@ -71,6 +76,7 @@ private:
     const std::string& response_;
     SessionTotals& totals_;
 
+    Destination destination_;
     State state_ = State::Idle;
     ssh_session ssh_ = nullptr;
     ssh_event event_ = nullptr;

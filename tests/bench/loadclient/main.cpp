@@ -73,6 +73,7 @@ public:
             waiting_.push_back(i);
         }
         registered_.assign(sessions_.size(), Registration{});
+        reconnecting_.assign(sessions_.size(), false);
     }
     ~LoadRun() {
         for (auto& s : sessions_) s->stop();
@@ -93,6 +94,7 @@ private:
     void after_transition(int i, LoadSession::State before, double now);
     Counts counts() const;
     void print_progress(double now, const char* event);
+    void begin_reconnect(int i, double now);
 
     const loadclient::Options& options_;
     const std::string response_;
@@ -105,7 +107,24 @@ private:
     double started_ = 0;
     int in_setup_ = 0;
     int dropped_ = 0;
+    // --reconnect-to: sessions the server closed that are being set up again, and since when (-1: none).
+    std::vector<bool> reconnecting_;
+    int pending_reconnects_ = 0;
+    int reconnects_ = 0;
+    double first_drop_ = -1;
 };
+
+// A session the server closed starts over at once against the first reconnect destination, with a fresh count
+// of attempts: what a host's tunnel wrapper does when its proxy goes away.
+void LoadRun::begin_reconnect(int i, double now) {
+    LoadSession& s = *sessions_[i];
+    if (pending_reconnects_ == 0) first_drop_ = now;
+    ++pending_reconnects_;
+    reconnecting_[i] = true;
+    s.reset_attempts();
+    s.set_destination(loadclient::reconnect_destination(options_.reconnect_to, 1));
+    waiting_.push_back(i);
+}
 
 void LoadRun::update_registration(int i) {
     LoadSession& s = *sessions_[i];
@@ -134,6 +153,11 @@ void LoadRun::after_transition(int i, LoadSession::State before, double now) {
                            before == LoadSession::State::Authenticating || before == LoadSession::State::Forwarding;
     if (was_setup && !s.in_setup()) --in_setup_;
     if (s.state() == before) return;
+    if (s.state() == LoadSession::State::Established && reconnecting_[i]) {
+        reconnecting_[i] = false;
+        --pending_reconnects_;
+        ++reconnects_;
+    }
     if (s.state() == LoadSession::State::Established && options_.sessions <= 10) {
         std::printf("{\"event\":\"forwarded\",\"session\":%d,\"bind\":\"%s:%d\",\"setup_s\":%.6f,\"wall\":%.6f}\n", i,
                     json_escape(options_.forward.bind_address(i)).c_str(), options_.forward.bind_port(i),
@@ -152,11 +176,21 @@ void LoadRun::after_transition(int i, LoadSession::State before, double now) {
             const double base = std::min(5.0, 0.25 * static_cast<double>(1 << std::min(s.attempts() - 1, 5)));
             const double jitter = 0.5 + static_cast<double>(std::rand()) / RAND_MAX;
             backing_off_.emplace(now + base * jitter, i);
+            if (reconnecting_[i])
+                s.set_destination(loadclient::reconnect_destination(options_.reconnect_to, s.attempts() + 1));
+        } else if (reconnecting_[i]) {
+            reconnecting_[i] = false;  // out of attempts: counted as failed
+            --pending_reconnects_;
         }
     }
     if (s.state() == LoadSession::State::Closed && before == LoadSession::State::Established) {
-        ++dropped_;
-        std::fprintf(stderr, "loadclient: session %d: %s\n", i, s.error().c_str());
+        if (options_.verbose || options_.sessions <= 10 || options_.reconnect_to.empty())
+            std::fprintf(stderr, "loadclient: session %d: %s%s\n", i, s.error().c_str(),
+                         options_.reconnect_to.empty() ? "" : " (reconnecting)");
+        if (options_.reconnect_to.empty())
+            ++dropped_;
+        else
+            begin_reconnect(i, now);
     }
 }
 
@@ -200,6 +234,9 @@ Counts LoadRun::counts() const {
         return sessions_[i]->state() == LoadSession::State::Failed;
     }));
     c.failed -= static_cast<int>(backing_off_.size());
+    c.closed -= static_cast<int>(std::count_if(waiting_.begin(), waiting_.end(), [&](int i) {
+        return sessions_[i]->state() == LoadSession::State::Closed;  // about to reconnect
+    }));
     c.waiting = static_cast<int>(waiting_.size() + backing_off_.size());
     return c;
 }
@@ -208,11 +245,13 @@ void LoadRun::print_progress(double now, const char* event) {
     const Counts c = counts();
     std::printf("{\"event\":\"%s\",\"elapsed_s\":%.6f,\"sessions\":%d,\"forwarded\":%d,\"in_setup\":%d,"
                 "\"waiting\":%d,\"failed\":%d,\"dropped\":%d,\"channels\":%llu,\"requests\":%llu,"
-                "\"bytes_sent\":%llu,\"channel_errors\":%llu,\"initial_window\":%u,\"wall\":%.6f}\n",
+                "\"bytes_sent\":%llu,\"channel_errors\":%llu,\"initial_window\":%u,\"reconnects\":%d,"
+                "\"reconnecting\":%d,\"reconnect_s\":%.6f,\"wall\":%.6f}\n",
                 event, now - started_, options_.sessions, c.established, c.setup, c.waiting, c.failed, dropped_,
                 static_cast<unsigned long long>(totals_.channels), static_cast<unsigned long long>(totals_.requests),
                 static_cast<unsigned long long>(totals_.bytes_sent),
-                static_cast<unsigned long long>(totals_.channel_errors), totals_.initial_window, wall_now());
+                static_cast<unsigned long long>(totals_.channel_errors), totals_.initial_window, reconnects_,
+                pending_reconnects_, first_drop_ >= 0 ? now - first_drop_ : 0.0, wall_now());
     std::fflush(stdout);
 }
 
@@ -257,6 +296,12 @@ int LoadRun::run() {
             setup_over = true;
             print_progress(now, "all_forwarded");
             if (options_.hold_seconds >= 0) hold_until = now + options_.hold_seconds;
+        }
+        if (first_drop_ >= 0 && pending_reconnects_ == 0) {
+            // Every session the server closed is set up again (or out of attempts): reconnect_s says how long
+            // since the first of them was closed.
+            print_progress(now, "all_reconnected");
+            first_drop_ = -1;
         }
         if (options_.progress_interval > 0 && now >= next_progress) {
             next_progress = now + options_.progress_interval;

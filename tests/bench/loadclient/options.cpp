@@ -1,5 +1,7 @@
 #include "options.hpp"
 
+#include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <stdexcept>
@@ -16,6 +18,40 @@ std::string ForwardSpec::bind_address(int index) const {
 }
 
 int ForwardSpec::bind_port(int index) const { return named ? 80 : port_base + index; }
+
+std::vector<Destination> parse_destinations(const std::string& text) {
+    std::vector<Destination> out;
+    std::size_t start = 0;
+    while (start <= text.size()) {
+        const std::size_t comma = std::min(text.find(',', start), text.size());
+        const std::string item = text.substr(start, comma - start);
+        const std::size_t colon = item.rfind(':');
+        if (colon == std::string::npos || colon == 0 || colon + 1 == item.size())
+            throw std::invalid_argument("expected HOST:PORT, got '" + item + "'");
+        std::string host = item.substr(0, colon);
+        if (host.front() == '[') {
+            if (host.size() < 3 || host.back() != ']') throw std::invalid_argument("unbalanced brackets in '" + item + "'");
+            host = host.substr(1, host.size() - 2);
+        } else if (host.find(':') != std::string::npos) {
+            throw std::invalid_argument("an IPv6 address needs brackets: '" + item + "'");
+        }
+        const std::string port_text = item.substr(colon + 1);
+        char* end = nullptr;
+        errno = 0;
+        const long port = std::strtol(port_text.c_str(), &end, 10);
+        if (errno != 0 || *end != '\0' || port < 1 || port > 65535)
+            throw std::invalid_argument("port must be 1-65535 in '" + item + "'");
+        out.push_back(Destination{host, static_cast<int>(port)});
+        start = comma + 1;
+    }
+    return out;
+}
+
+const Destination& reconnect_destination(const std::vector<Destination>& list, int attempt) {
+    if (list.empty()) throw std::invalid_argument("reconnect_destination: empty list");
+    const int index = attempt < 1 ? 0 : (attempt - 1) % static_cast<int>(list.size());
+    return list[static_cast<std::size_t>(index)];
+}
 
 namespace {
 
@@ -37,8 +73,13 @@ const char* const kUsage =
     "  --setup-timeout S      give up on one setup attempt after S seconds (60)\n"
     "  --retries N            extra setup attempts per session, jittered exponential backoff 0.25-5 s (0)\n"
     "  --progress-interval S  seconds between progress lines, 0 for none (1)\n"
+    "  --reconnect-to LIST    HOST:PORT[,HOST:PORT...]: when the server closes an established session, set it\n"
+    "                         up again at once against these in turn (each failed try moves to the next one,\n"
+    "                         with --retries and its backoff), as a host's tunnel wrapper moves to the next\n"
+    "                         proxy; without it a closed session stays closed and counts as dropped\n"
     "  --verbose              libssh warnings on stderr\n"
-    "Output: one JSON object per line on stdout (events: forwarded, all_forwarded, progress, done).\n";
+    "Output: one JSON object per line on stdout (events: forwarded, all_forwarded, all_reconnected, progress,\n"
+    "done).\n";
 
 [[noreturn]] void usage_error(const std::string& message) {
     std::fprintf(stderr, "loadclient: %s\n%s", message.c_str(), kUsage);
@@ -105,6 +146,13 @@ Options parse_options(int argc, char** argv) {
         else if (flag == "--setup-timeout") o.setup_timeout = parse_double(flag, value);
         else if (flag == "--retries") o.retries = static_cast<int>(parse_long(flag, value, 0, 1000));
         else if (flag == "--progress-interval") o.progress_interval = parse_double(flag, value);
+        else if (flag == "--reconnect-to") {
+            try {
+                o.reconnect_to = parse_destinations(value);
+            } catch (const std::invalid_argument& e) {
+                usage_error("--reconnect-to: " + std::string(e.what()));
+            }
+        }
         else usage_error("unknown option " + flag);
     }
     if (o.identity.empty()) usage_error("--identity is required");

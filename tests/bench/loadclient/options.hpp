@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <string>
+#include <vector>
 
 namespace loadclient {
 
@@ -15,6 +16,20 @@ struct ForwardSpec {
     std::string bind_address(int index) const;
     int bind_port(int index) const;
 };
+
+// A server to connect to.
+struct Destination {
+    std::string host;
+    int port = 0;
+    bool operator==(const Destination&) const = default;
+};
+
+// "HOST:PORT[,HOST:PORT...]" (IPv6 hosts in brackets: [::1]:22). Throws std::invalid_argument on anything else.
+std::vector<Destination> parse_destinations(const std::string& text);
+
+// Where a session whose established session ended makes its `attempt`-th (1-based) try to reconnect: the list in
+// turn, starting again at its head, as a host's tunnel wrapper moves on to the next proxy of its list.
+const Destination& reconnect_destination(const std::vector<Destination>& list, int attempt);
 
 struct Options {
     std::string host = "127.0.0.1";
@@ -30,6 +45,7 @@ struct Options {
     double setup_timeout = 60;       // per attempt
     int retries = 0;                 // extra attempts for a session whose setup failed
     double progress_interval = 1.0;  // seconds between progress lines; 0: none
+    std::vector<Destination> reconnect_to;  // empty: a session the server closes stays closed (and counts as dropped)
     bool verbose = false;
 };
 
