@@ -39,7 +39,7 @@ TEST_CASE("a reconnecting session tries the list in turn, starting at its head",
     CHECK_THROWS_AS(reconnect_destination({}, 1), std::invalid_argument);
 }
 
-TEST_CASE("--reconnect-to reaches the options; without it nothing reconnects", "[loadclient]") {
+TEST_CASE("the reconnect-to option reaches the options, and without it nothing reconnects", "[loadclient]") {
     const char* with[] = {"loadclient", "--identity", "k", "--forward-spec", "name:t{i}", "--port", "2200",
                           "--reconnect-to", "127.0.0.1:2201,127.0.0.1:2200"};
     const auto o = parse_options(static_cast<int>(std::size(with)), const_cast<char**>(with));
