@@ -104,13 +104,16 @@ class LoadClient:
     """The load client as a child process, its JSON lines read without blocking the harness."""
 
     def __init__(self, procs, binary, server_port, key, sessions, forward_spec, concurrency, body_bytes=1024,
-                 hold_seconds=-1, cipher=None, setup_timeout=120, retries=2):
+                 hold_seconds=-1, cipher=None, setup_timeout=120, retries=2, reconnect_to=None):
+        """reconnect_to: "HOST:PORT[,...]", where sessions the server closed set up again (--reconnect-to)."""
         args = [binary, "--port", str(server_port), "--identity", key, "--sessions", str(sessions),
                 "--concurrency", str(concurrency), "--forward-spec", forward_spec, "--body-bytes", str(body_bytes),
                 "--hold-seconds", str(hold_seconds), "--setup-timeout", str(setup_timeout),
                 "--retries", str(retries), "--progress-interval", "1"]
         if cipher:
             args += ["--cipher", cipher]
+        if reconnect_to:
+            args += ["--reconnect-to", reconnect_to]
         self.procs = procs
         self.started = time.monotonic()
         self.proc = procs.start(args, name="loadclient")
