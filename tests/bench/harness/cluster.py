@@ -1,4 +1,4 @@
-"""Row 9: cluster mode against single-node mode, in the same run. Two proxies (tunneld --etcd + nginx with the
+"""Rows 9 and 10: cluster mode against single-node mode, in the same run. Two proxies (tunneld --etcd + nginx with the
 module, each with its own registry, SSH port and nginx) on one real etcd member (tests/e2e/etcd_harness, started
 from the shipped docker/etcd/etcd.conf.yml: auto-compaction on), built with the e2e cluster helpers
 (tests/e2e/cluster_harness.Proxy); beside them a single-node tunneld + nginx built the same way with no etcd.
@@ -8,7 +8,9 @@ ports through the run's mp.Processes, so every process is stopped by pid at the 
 - row 9: N load-client sessions forwarded to proxy A; SIGKILL A's tunneld; the sessions reconnect to proxy B on
   their own (loadclient --reconnect-to B); time from the kill until all are forwarded again and until every target
   answers 200 through B's nginx. Baseline: the same N sessions on the single-node tunneld, SIGKILLed and restarted
-  at once on the same port (loadclient --reconnect-to the same address)."""
+  at once on the same port (loadclient --reconnect-to the same address).
+- row 10: a 150 KB scrape through B while the tunnel (OpenSSH ssh -R) is on A (one hop) against the same scrape
+  through A itself (the local route), wrk at concurrency 1, interleaved repetitions."""
 import json
 import os
 import signal
@@ -16,7 +18,7 @@ import time
 
 from . import measure
 from . import stack as stk
-from .rows import alternate, make_row, scrape_all
+from .rows import alternate, interleaved_wrk, make_row, pick, scrape_all
 
 mp = stk.mp
 
@@ -25,6 +27,7 @@ import etcd_harness  # noqa: E402
 import nginx_harness  # noqa: E402
 import ssh_harness  # noqa: E402
 
+HOP_TARGET = "hop150"
 LEASE_TTL = 3  # the e2e cluster's; the reconnect takes names over by compare-and-swap, not by waiting for it
 
 # nginx as the bench's other stacks run it (one worker, no access log), with the module's cluster lines (the
@@ -88,7 +91,7 @@ def targets_file(workdir, name, names_ports):
 
 class ClusterBench:
     """The single-node side (`single`: an ssh_harness.Tunneld and its nginx) and the cluster (`etcd`, proxies `a`
-    and `b`), with the same N targets declared on both (t0..t{N-1}, one per load-client session),
+    and `b`), with the same N + 1 targets declared on both (t0..t{N-1} for the load client, HOP_TARGET for row 10),
     each side with its own block of fixed ports (the cluster's shared by A and B, as one port plan)."""
 
     def __init__(self, ctx):
@@ -98,7 +101,7 @@ class ClusterBench:
         os.environ["MONITORING_PROXY_REGISTRY_GROUP"] = stk.REGISTRY_GROUP
         self.n = ctx.cfg.cluster_sessions
         self.names = [f"t{i}" for i in range(self.n)]
-        declared = list(self.names)
+        declared = self.names + [HOP_TARGET]
         root = os.path.join(ctx.workdir, "cluster-bench")
         os.makedirs(root)
         os.chmod(root, 0o755)
@@ -274,3 +277,34 @@ def reconnect(ctx):
                  col("cluster", 1), col("single", 1), cfg.heavy_reps),
     ]
 
+
+# -- row 10: the one-hop route against the local one ----------------------------------------------------------------
+def one_hop(ctx):
+    st, cfg = ctx.stack, ctx.cfg
+    name = "cluster one-hop 150KB c1"
+    if not built_with_cluster(ctx):
+        return []
+    ok, why = available(ctx)
+    hop = local = hop99 = local99 = [None]
+    if ok:
+        cb = bench(ctx)
+        st.ssh_forward(cb.a.ssh_port, f"{HOP_TARGET}:80:127.0.0.1:{st.exporter.port}", stk.CIPHERS[cfg.cipher])
+        cb.a.wait_forward(HOP_TARGET, timeout=20)
+        path = f"/{HOP_TARGET}/m150k"
+        for p in (cb.a, cb.b):
+            mp.wait_until(lambda: status(p, path) == 200, timeout=20, what=f"{HOP_TARGET} served by {p.node_id}")
+        # interleaved_wrk's sides: "ours" = through B (one hop to A), "original" = through A (local).
+        urls = {"ours": f"http://{cb.b.http}{path}", "original": f"http://{cb.a.http}{path}"}
+        for url in urls.values():
+            measure.wrk(url, 1, 1, ctx.workdir)
+        res = interleaved_wrk(ctx, urls, 1, "row 10 one-hop")
+        hop, local = pick(res, "ours", "p50_ms"), pick(res, "original", "p50_ms")
+        hop99, local99 = pick(res, "ours", "p99_ms"), pick(res, "original", "p99_ms")
+    else:
+        ctx.note(f"row 10: {why}; not measured")
+    extra = [h - lo if h is not None and lo is not None else None for h, lo in zip(hop, local)]
+    return [
+        make_row(10, f"{name} p50", "ms", "local route (proxy A)", "ours - local < 0.5 ms", hop, local, cfg.reps),
+        make_row(10, f"{name} p99", "ms", "local route (proxy A)", "report", hop99, local99, cfg.reps),
+        make_row(10, f"{name} p50 extra", "ms", "-", "< 0.5 ms", extra, [None] * len(extra), cfg.reps),
+    ]
