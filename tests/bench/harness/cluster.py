@@ -1,4 +1,4 @@
-"""Rows 9 and 10: cluster mode against single-node mode, in the same run. Two proxies (tunneld --etcd + nginx with the
+"""Rows 9-11: cluster mode against single-node mode, in the same run. Two proxies (tunneld --etcd + nginx with the
 module, each with its own registry, SSH port and nginx) on one real etcd member (tests/e2e/etcd_harness, started
 from the shipped docker/etcd/etcd.conf.yml: auto-compaction on), built with the e2e cluster helpers
 (tests/e2e/cluster_harness.Proxy); beside them a single-node tunneld + nginx built the same way with no etcd.
@@ -10,7 +10,9 @@ ports through the run's mp.Processes, so every process is stopped by pid at the 
   answers 200 through B's nginx. Baseline: the same N sessions on the single-node tunneld, SIGKILLed and restarted
   at once on the same port (loadclient --reconnect-to the same address).
 - row 10: a 150 KB scrape through B while the tunnel (OpenSSH ssh -R) is on A (one hop) against the same scrape
-  through A itself (the local route), wrk at concurrency 1, interleaved repetitions."""
+  through A itself (the local route), wrk at concurrency 1, interleaved repetitions.
+- row 11: etcd writes per reconnect of row 9: the etcd revision after the failover settled (A's lease expired)
+  minus the revision just before the kill, divided by the number of sessions that reconnected."""
 import json
 import os
 import signal
@@ -165,6 +167,21 @@ class ClusterBench:
         # etcdctl 3.4 has no --count-only; a range response counts every key in the range whatever its limit.
         return int(self.etcd_json("get", "--prefix", prefix, "--keys-only", "--limit", "1").get("count", 0))
 
+    def node_lease(self, node_id):
+        kvs = self.etcd_json("get", cluster_harness.PREFIX + "v1/nodes/" + node_id).get("kvs", [])
+        return kvs[0]["lease"] if kvs else None
+
+    def tunnel_leases(self):
+        """{lease: number of live tunnel keys attached to it}."""
+        kvs = self.etcd_json("get", "--prefix", cluster_harness.PREFIX + "v1/tunnels/", "--keys-only").get("kvs", [])
+        held = {}
+        for kv in kvs:
+            held[int(kv.get("lease", 0))] = held.get(int(kv.get("lease", 0)), 0) + 1
+        return held
+
+    def leases(self):
+        return {int(lease["id"]) for lease in self.etcd_json("lease", "list").get("leases") or []}
+
 
 def status(nginx_or_proxy, path):
     nginx = getattr(nginx_or_proxy, "nginx", nginx_or_proxy)
@@ -200,7 +217,7 @@ def available(ctx):
     return True, ""
 
 
-# -- row 9: hosts reconnecting after their proxy died -------------------------------------------------------
+# -- rows 9 and 11: hosts reconnecting after their proxy died -------------------------------------------------------
 def no_live_tunnels_single(cb):
     return not [e for e in cb.single.ls() if e.get("state") == "connected"]
 
@@ -208,7 +225,7 @@ def no_live_tunnels_single(cb):
 def reconnect_once(ctx, cb, side):
     """One repetition of one side: N sessions up, SIGKILL the tunneld holding them, time until they are forwarded
     again and until all are scrapeable through the surviving (cluster: B) or restarted (single) proxy's nginx.
-    Returns (seconds until all forwarded again, seconds until all scrapeable)."""
+    Returns (seconds until all forwarded again, seconds until all scrapeable, etcd writes, reconnects)."""
     st, cfg, n = ctx.stack, ctx.cfg, cb.n
     if side == "cluster":
         mp.wait_until(lambda: cb.tunnel_keys() == 0, timeout=60, what="no tunnel left in etcd")
@@ -227,8 +244,11 @@ def reconnect_once(ctx, cb, side):
             raise RuntimeError(f"{side}: {e['failed']} of {n} sessions failed to forward")
         # Setup, not measured: every target served (the cluster: through B, one hop to A).
         scrape_all(serve.port, paths, deadline_s=cfg.storm_timeout)
+        writes = None
         if side == "cluster":
             mp.wait_until(lambda: cb.tunnel_keys() == n, timeout=60, what=f"{n} tunnel keys in etcd")
+            lease_a, lease_b = int(cb.node_lease(cb.a.node_id)), int(cb.node_lease(cb.b.node_id))
+            rev0 = cb.etcd.revision()
         killed = time.monotonic()
         if side == "cluster":
             cb.a.tunneld.stop(signal.SIGKILL)
@@ -242,12 +262,22 @@ def reconnect_once(ctx, cb, side):
         reconnects = e["reconnects"]
         if e["failed"] or reconnects != n:
             raise RuntimeError(f"{side}: {reconnects} of {n} sessions reconnected, {e['failed']} failed")
+        if side == "cluster":
+            # Settled: A's lease expired (its node key and whatever it still held went with it) and every tunnel
+            # key is B's; the writes are everything etcd's revision counted since just before the kill.
+            mp.wait_until(lambda: lease_a not in cb.leases(), timeout=LEASE_TTL + 30,
+                          what="proxy A's lease expired")
+            mp.wait_until(lambda: cb.tunnel_leases() == {lease_b: n}, timeout=30,
+                          what=f"{n} tunnel keys in etcd, all on B's lease")
+            writes = cb.etcd.revision() - rev0
+            ctx.note(f"row 11: etcd revision +{writes} from just before the kill to the settled failover, "
+                     f"{reconnects} reconnects")
     finally:
         lc.stop()
         if side == "cluster" and not (cb.a.tunneld.proc and cb.a.tunneld.proc.poll() is None):
             cb.a.tunneld.start(same_port=True)
             cb.a.tunneld.wait_log("cluster connected", 30)
-    return t_forwarded, t_scrapeable
+    return t_forwarded, t_scrapeable, writes, reconnects
 
 
 def reconnect(ctx):
@@ -266,15 +296,18 @@ def reconnect(ctx):
                     res[side].append(reconnect_once(ctx, cb, side))
                 except (RuntimeError, AssertionError) as err:
                     ctx.note(f"row 9 {side}: {err}")
-                    res[side].append((None, None))
+                    res[side].append((None, None, None, None))
     else:
         ctx.note(f"row 9: {why}; not measured")
     col = lambda s, k: [r[k] for r in res[s]] or [None]  # noqa: E731
+    per_reconnect = [r[2] / r[3] if r[2] is not None and r[3] else None for r in res["cluster"]] or [None]
     return [
         make_row(9, f"{name}: all forwarded again", "s", "single node restarted", "report",
                  col("cluster", 0), col("single", 0), cfg.heavy_reps),
         make_row(9, f"{name}: all scrapeable", "s", "single node restarted", "report",
                  col("cluster", 1), col("single", 1), cfg.heavy_reps),
+        make_row(11, f"{n} reconnects to another proxy: etcd writes per reconnect", "writes", "-", "report",
+                 per_reconnect, [None] * len(per_reconnect), cfg.heavy_reps),
     ]
 
 

@@ -52,11 +52,14 @@ LIMITS = [
           why="seen 0.04-0.53x: one nginx reload of a near-empty config (9-108 ms) per repetition"),
     Limit("* tunnels scraped every *: errors", of="ours", at_most=0,
           why="a count, not a time: every scheduled scrape answers 200 with the whole page"),
-    # Cluster rows (9, 10): the cluster against single-node mode, or the one-hop route against the local one.
+    # Cluster rows (9-11): the cluster against single-node mode, or the one-hop route against the local one.
     Limit("* hosts reconnect after their proxy's SIGKILL: all forwarded again", at_most=2.8,
           why="seen 0.52-0.60x (N=100), 0.93x (N=1000): the single node's figure includes its restart"),
     Limit("* hosts reconnect after their proxy's SIGKILL: all scrapeable", at_most=2.9,
           why="seen 0.64-0.90x (N=100), 0.97x (N=1000)"),
+    Limit("* reconnects to another proxy: etcd writes per reconnect", of="ours", at_most=1.5,
+          why="a count, not a time: seen 1.001-1.010 (one compare-and-swap per takeover, plus the dead node's "
+              "key when its lease expires); a second write per reconnect fails"),
     Limit("cluster one-hop 150KB c1 p50", at_most=4.7, why="seen 1.20-1.57x, the same nginx and tunnel both ways"),
     Limit("cluster one-hop 150KB c1 p99", at_most=4.0, why="seen 1.12-1.31x"),
 ]
