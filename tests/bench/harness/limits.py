@@ -54,10 +54,10 @@ LIMITS = [
           why="a count, not a time: every scheduled scrape answers 200 with the whole page"),
     # Cluster rows (9-11): the cluster against single-node mode, or the one-hop route against the local one.
     Limit("* hosts reconnect after their proxy's SIGKILL: all forwarded again", at_most=5.1,
-          why="seen 0.48-0.73x (N=100), 0.93-1.68x (N=1000): the single node's figure includes its restart, the "
+          why="seen 0.48-0.73x (N=100), 0.93-1.69x (N=1000): the single node's figure includes its restart, the "
               "cluster's the etcd work of every takeover on the same 2 cores"),
-    Limit("* hosts reconnect after their proxy's SIGKILL: all scrapeable", at_most=4.8,
-          why="seen 0.64-1.02x (N=100), 0.97-1.60x (N=1000)"),
+    Limit("* hosts reconnect after their proxy's SIGKILL: all scrapeable", at_most=5.2,
+          why="seen 0.64-1.02x (N=100), 0.97-1.72x (N=1000)"),
     Limit("* reconnects to another proxy: etcd writes per reconnect", of="ours", at_most=1.5,
           why="a count, not a time: seen 1.001-1.010 (one compare-and-swap per takeover, plus the dead node's "
               "key when its lease expires); a second write per reconnect fails"),
@@ -80,7 +80,7 @@ UNLIMITED = {
 # take a ratio against. A row may have a goal here and a limit above (or be in UNLIMITED) at the same time.
 GOALS = [
     Limit("cluster one-hop 150KB c1 p50 extra", of="ours", at_most=0.5,
-          why="ms; seen 0.25-0.60 ms in quick runs, 0.26-0.42 ms in full ones, 0.92 ms beside a build: not met "
+          why="ms; seen 0.25-0.60 ms in quick runs, 0.26-0.45 ms in full ones, 0.92 ms beside a build: not met "
               "with margin, so not a limit"),
 ]
 
