@@ -167,7 +167,8 @@ void LoadRun::after_transition(int i, LoadSession::State before, double now) {
     if (s.state() == LoadSession::State::Failed) {
         const bool retry = s.attempts() <= options_.retries;
         if (options_.verbose || options_.sessions <= 10 || !retry)
-            std::fprintf(stderr, "loadclient: session %d attempt %d: %s%s\n", i, s.attempts(), s.error().c_str(),
+            std::fprintf(stderr, "loadclient: session %d attempt %d to %s:%d: %s%s\n", i, s.attempts(),
+                         s.destination().host.c_str(), s.destination().port, s.error().c_str(),
                          retry ? " (will retry)" : "");
         if (retry) {
             // Back off like a real client restarting (exponential, jittered): a server that sheds a connection
