@@ -81,6 +81,36 @@ def test_import_targets_is_one_transaction(etcd, workdir):
     assert len(keys(etcd)) == 3
 
 
+def targets_file(workdir, count):
+    path = os.path.join(workdir, f"targets-{count}")
+    with open(path, "w") as f:
+        f.write("".join(f"localhost:{20001 + i} web{i}\n" for i in range(count)))
+    return path
+
+
+def test_import_larger_than_etcds_default_transaction_limit_is_refused_whole_and_says_why(etcd, workdir):
+    """This etcd runs with etcd's own defaults (max-txn-ops 128): 300 targets are refused in one piece, with the
+    limit named, nothing written and nothing claimed on stdout."""
+    p = ctl(etcd, "import-targets", targets_file(workdir, 300), check=2)
+    assert "one transaction of 300 operations" in p.stderr and "max-txn-ops" in p.stderr, p.stderr
+    assert "nothing was written" in p.stderr and p.stdout == "", (p.stdout, p.stderr)
+    assert keys(etcd) == []
+
+
+def test_import_of_300_targets_is_one_transaction_with_the_shipped_etcd_config(workdir, procs):
+    import etcd_harness
+    cluster = etcd_harness.EtcdCluster(procs, workdir, size=1).start()
+    try:
+        url = cluster.endpoints
+        before = json.loads(etcdctl(url, "get", "/", "-w", "json").stdout)["header"]["revision"]
+        p = ctl(url, "import-targets", targets_file(workdir, 300))
+        assert "300" in p.stdout, p.stdout
+        after = json.loads(etcdctl(url, "get", "/", "-w", "json").stdout)["header"]["revision"]
+        assert after == before + 1 and len(keys(url)) == 300
+    finally:
+        cluster.stop_all()
+
+
 def test_ls_shows_the_holding_node_and_survives_a_foreign_value(etcd):
     ctl(etcd, "add", "web1")
     # A tunnel key as tunneld writes it is binary; a foreign value under the prefix is skipped with its key named.

@@ -1,6 +1,7 @@
 #include "etcd_commands.hpp"
 
 #include <iostream>
+#include <sstream>
 #include <map>
 #include <optional>
 
@@ -134,9 +135,37 @@ int ls(et::Client& client, const std::string& prefix, Args& args) {
     return kExitOk;
 }
 
+// etcd's --max-txn-ops (128 unless configured): a change of more operations is refused whole.
+[[noreturn]] void refuse_oversized(const et::EtcdError& e, std::size_t ops) {
+    throw registry::RefusedChange(
+        "etcd refused the change as one transaction of " + std::to_string(ops) + " operations (" + e.what() +
+        "): nothing was written. Raise the members' max-txn-ops (etcd's default is 128; docker/etcd/etcd.conf.yml "
+        "sets 10240), or split the change (an import-targets file in parts)");
+}
+
+// Holds back what the command prints until its change is in etcd: a write that fails (or a lost race that is
+// run again) must not leave "added ..." on the terminal.
+class HeldOutput {
+public:
+    HeldOutput() : saved_(std::cout.rdbuf(held_.rdbuf())) {}
+    ~HeldOutput() { std::cout.rdbuf(saved_); }
+    HeldOutput(const HeldOutput&) = delete;
+    HeldOutput& operator=(const HeldOutput&) = delete;
+    void release() {
+        std::cout.rdbuf(saved_);
+        std::cout << held_.str();
+        held_.str({});
+    }
+
+private:
+    std::ostringstream held_;
+    std::streambuf* saved_;
+};
+
 // One attempt: run the command on a scratch copy, write back what changed if nothing changed meanwhile.
 std::optional<int> attempt(et::Client& client, const std::string& prefix, Handler handler, bool read_only,
                            Args args) {
+    HeldOutput output;
     auto read = read_targets(client, prefix);
     ScratchDir scratch;
     registry::OpenOptions o;
@@ -148,7 +177,10 @@ std::optional<int> attempt(et::Client& client, const std::string& prefix, Handle
             for (const auto& [name, t] : read.targets) txn.put(name, t);
         });
     const int status = handler(reg, args);
-    if (read_only || status != kExitOk) return status;
+    if (read_only || status != kExitOk) {
+        output.release();
+        return status;
+    }
     const auto after = local_targets(reg);
     std::vector<et::Op> ops;
     for (const auto& [name, t] : after) {
@@ -158,10 +190,19 @@ std::optional<int> attempt(et::Client& client, const std::string& prefix, Handle
     }
     for (const auto& [name, t] : read.targets)
         if (!after.count(name)) ops.push_back(et::Op::remove(cl::key_of(prefix, cl::KeyKind::kTarget, name)));
-    if (ops.empty()) return status;
     const std::string targets = cl::kind_prefix(prefix, cl::KeyKind::kTarget);
-    auto result = client.txn({et::Compare::unchanged_since(targets, read.revision, et::prefix_end(targets))}, ops);
-    if (!result.succeeded) return std::nullopt;
+    if (!ops.empty()) {
+        try {
+            auto result =
+                client.txn({et::Compare::unchanged_since(targets, read.revision, et::prefix_end(targets))}, ops);
+            if (!result.succeeded) return std::nullopt;
+        } catch (const et::EtcdError& e) {
+            if (std::string_view(e.what()).find("too many operations in txn request") != std::string_view::npos)
+                refuse_oversized(e, ops.size());
+            throw;
+        }
+    }
+    output.release();
     return status;
 }
 
@@ -181,8 +222,7 @@ int run_on_etcd(const EtcdOptions& etcd, const std::string& command, Handler han
     const std::string prefix = cl::normalise_prefix(etcd.prefix);
     if (command == "ls") return ls(client, prefix, args);
     for (int i = 0; i < kAttempts; ++i) {
-        // The command prints its result; a retried attempt would print twice, so the output of a lost race is
-        // held back by running it again only after the write failed (rare: a concurrent tunnelctl).
+        // A lost race (rare: a concurrent tunnelctl) runs the command again; its held-back output is dropped.
         if (auto status = attempt(client, prefix, handler, read_only, args)) return *status;
         std::cerr << "tunnelctl: the cluster's targets changed meanwhile; trying again\n";
     }
