@@ -1,90 +1,218 @@
-// RelayState: the relay's life without libssh — each transition, the steps it asks for, and that closed is final.
+// RelayState: the relay's life without libssh — every transition and every refused move (one section each, from
+// every phase), the steps each phase asks for, and that closed is final.
 #include <catch2/catch.hpp>
+
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
 
 #include "relay/relay_state.hpp"
 
 using tunneld::RelayPhase;
 using tunneld::RelayState;
 using tunneld::RelayStep;
+using P = RelayPhase;
 
-TEST_CASE("a relay opens, streams and ends after both EOFs were passed on", "[relay_state]") {
+namespace {
+
+const std::vector<P> kAllPhases = {P::kOpening,      P::kOpeningClientEof, P::kOpeningClientClosed, P::kStreaming,
+                                   P::kScraperEnded, P::kClientEof,        P::kClientEnded,         P::kDraining,
+                                   P::kClientClosed, P::kClientGone,       P::kDone,                P::kClosed};
+
+// A relay in `phase`, reached through the events that lead there in the worker.
+RelayState reach(P phase) {
     RelayState r;
-    CHECK(r.phase() == RelayPhase::kOpening);
-    CHECK_FALSE(r.reads_socket());
-    CHECK(r.next_step(false, false) == RelayStep::kNone);
-    r.channel_opened();
-    CHECK(r.phase() == RelayPhase::kStreaming);
-    CHECK(r.reads_socket());
-    r.scraper_eof();
-    CHECK(r.phase() == RelayPhase::kScraperHalfClosed);
-    CHECK_FALSE(r.reads_socket());
-    CHECK(r.next_step(true, false) == RelayStep::kNone);  // socket data still waits for the window
-    CHECK(r.next_step(false, false) == RelayStep::kSendChannelEof);
-    r.channel_eof_sent();
-    CHECK(r.next_step(false, false) == RelayStep::kNone);
-    r.client_eof();
-    CHECK(r.phase() == RelayPhase::kDraining);
-    CHECK(r.next_step(false, true) == RelayStep::kNone);  // channel data still waits for the socket
-    CHECK(r.next_step(false, false) == RelayStep::kShutdownSocket);
-    r.socket_shut_down();
-    CHECK(r.next_step(false, false) == RelayStep::kCloseDone);
-    CHECK(r.close("done"));
-    CHECK(r.phase() == RelayPhase::kClosed);
-    CHECK(r.next_step(false, false) == RelayStep::kNone);
+    auto ok = [](bool moved) { REQUIRE(moved); };
+    switch (phase) {
+        case P::kOpening:
+            break;
+        case P::kOpeningClientEof:
+            ok(r.client_eof());
+            break;
+        case P::kOpeningClientClosed:
+            ok(r.client_close());
+            break;
+        case P::kStreaming:
+            ok(r.channel_opened());
+            break;
+        case P::kScraperEnded:
+            ok(r.channel_opened());
+            ok(r.scraper_eof());
+            break;
+        case P::kClientEof:
+            ok(r.channel_opened());
+            ok(r.client_eof());
+            break;
+        case P::kClientEnded:
+            ok(r.channel_opened());
+            ok(r.client_eof());
+            ok(r.socket_shut_down());
+            break;
+        case P::kDraining:
+            ok(r.channel_opened());
+            ok(r.scraper_eof());
+            ok(r.client_eof());
+            break;
+        case P::kClientClosed:
+            ok(r.channel_opened());
+            ok(r.client_close());
+            break;
+        case P::kClientGone:
+            ok(r.channel_opened());
+            ok(r.client_eof());
+            ok(r.socket_shut_down());
+            ok(r.client_close());
+            break;
+        case P::kDone:
+            ok(r.channel_opened());
+            ok(r.scraper_eof());
+            ok(r.client_eof());
+            ok(r.socket_shut_down());
+            break;
+        case P::kClosed:
+            ok(r.close("test"));
+            break;
+    }
+    REQUIRE(r.phase() == phase);
+    return r;
 }
 
-TEST_CASE("the client's EOF first half-closes the other way and the socket is still read", "[relay_state]") {
-    RelayState r;
-    r.channel_opened();
-    r.client_eof();
-    CHECK(r.phase() == RelayPhase::kClientHalfClosed);
-    CHECK(r.reads_socket());
-    CHECK(r.next_step(false, false) == RelayStep::kShutdownSocket);
-    r.socket_shut_down();
-    r.scraper_eof();
-    CHECK(r.phase() == RelayPhase::kDraining);
-    CHECK(r.next_step(false, false) == RelayStep::kSendChannelEof);
+// For one event: the phase it moves each phase to; every phase not listed must refuse it and stay.
+void check_event(const std::function<bool(RelayState&)>& event, const std::map<P, P>& moves) {
+    for (P from : kAllPhases) {
+        auto it = moves.find(from);
+        if (it != moves.end()) {
+            DYNAMIC_SECTION("moves " << tunneld::relay_phase_name(from) << " to "
+                                     << tunneld::relay_phase_name(it->second)) {
+                RelayState r = reach(from);
+                CHECK(event(r));
+                CHECK(r.phase() == it->second);
+            }
+        } else {
+            DYNAMIC_SECTION("refused in " << tunneld::relay_phase_name(from)) {
+                RelayState r = reach(from);
+                CHECK_FALSE(event(r));
+                CHECK(r.phase() == from);
+            }
+        }
+    }
 }
 
-TEST_CASE("a channel closed by the client drains to the socket, then ends", "[relay_state]") {
-    RelayState r;
-    r.channel_opened();
-    r.client_close();
-    CHECK(r.phase() == RelayPhase::kDraining);
-    CHECK(r.client_ended());
-    CHECK(r.next_step(false, true) == RelayStep::kNone);
-    CHECK(r.next_step(false, false) == RelayStep::kShutdownSocket);
-    r.socket_shut_down();
-    CHECK(r.next_step(false, false) == RelayStep::kCloseByClient);
+}  // namespace
+
+TEST_CASE("channel_opened", "[relay_state]") {
+    check_event([](RelayState& r) { return r.channel_opened(); },
+                {{P::kOpening, P::kStreaming},
+                 {P::kOpeningClientEof, P::kClientEof},
+                 {P::kOpeningClientClosed, P::kClientClosed}});
 }
 
-TEST_CASE("a client end before the open is accepted takes effect once it is", "[relay_state]") {
-    RelayState r;
-    r.client_eof();
-    CHECK(r.phase() == RelayPhase::kOpening);
-    CHECK(r.next_step(false, false) == RelayStep::kNone);
-    r.channel_opened();
-    CHECK(r.phase() == RelayPhase::kClientHalfClosed);
+TEST_CASE("scraper_eof", "[relay_state]") {
+    check_event([](RelayState& r) { return r.scraper_eof(); },
+                {{P::kStreaming, P::kScraperEnded},
+                 {P::kClientEof, P::kDraining},
+                 {P::kClientClosed, P::kDraining},
+                 {P::kClientEnded, P::kDone},
+                 {P::kClientGone, P::kDone}});
 }
 
-TEST_CASE("closed is final and keeps the first reason", "[relay_state]") {
+TEST_CASE("client_eof", "[relay_state]") {
+    check_event([](RelayState& r) { return r.client_eof(); },
+                {{P::kOpening, P::kOpeningClientEof},
+                 {P::kStreaming, P::kClientEof},
+                 {P::kScraperEnded, P::kDraining}});
+}
+
+TEST_CASE("client_close", "[relay_state]") {
+    check_event([](RelayState& r) { return r.client_close(); },
+                {{P::kOpening, P::kOpeningClientClosed},
+                 {P::kOpeningClientEof, P::kOpeningClientClosed},
+                 {P::kStreaming, P::kClientClosed},
+                 {P::kClientEof, P::kClientClosed},
+                 {P::kClientEnded, P::kClientGone},
+                 {P::kScraperEnded, P::kDraining}});
+}
+
+TEST_CASE("socket_shut_down", "[relay_state]") {
+    check_event([](RelayState& r) { return r.socket_shut_down(); },
+                {{P::kClientEof, P::kClientEnded}, {P::kClientClosed, P::kClientGone}, {P::kDraining, P::kDone}});
+}
+
+TEST_CASE("close", "[relay_state]") {
+    std::map<P, P> moves;
+    for (P p : kAllPhases)
+        if (p != P::kClosed) moves[p] = P::kClosed;
+    check_event([](RelayState& r) { return r.close("why"); }, moves);
+}
+
+TEST_CASE("closed keeps the first reason", "[relay_state]") {
     RelayState r;
     CHECK(r.close("client did not answer the channel open within 10 s"));
     CHECK_FALSE(r.close("session closing"));
     CHECK(r.close_reason() == "client did not answer the channel open within 10 s");
-    r.channel_opened();
-    r.scraper_eof();
-    r.client_close();
-    CHECK(r.phase() == RelayPhase::kClosed);
-    CHECK_FALSE(r.reads_socket());
-    CHECK(std::string(tunneld::relay_phase_name(r.phase())) == "closed");
 }
 
-TEST_CASE("the scraper's FIN is remembered apart from its EOF", "[relay_state]") {
-    RelayState r;
-    r.channel_opened();
-    r.scraper_fin();
-    CHECK(r.scraper_fin_seen());
-    CHECK_FALSE(r.scraper_ended());
-    CHECK(r.reads_socket());  // unread data before the EOF is still relayed
+TEST_CASE("what each phase reads, has seen and asks for", "[relay_state]") {
+    struct Expect {
+        bool opening, reads_socket, client_ended;
+        RelayStep drained, down_pending;  // next_step(false), next_step(true)
+    };
+    const RelayStep N = RelayStep::kNone, S = RelayStep::kShutdownSocket;
+    const std::map<P, Expect> expect = {
+        {P::kOpening, {true, false, false, N, N}},
+        {P::kOpeningClientEof, {true, false, true, N, N}},
+        {P::kOpeningClientClosed, {true, false, true, N, N}},
+        {P::kStreaming, {false, true, false, N, N}},
+        {P::kScraperEnded, {false, false, false, N, N}},
+        {P::kClientEof, {false, true, true, S, N}},
+        {P::kClientEnded, {false, true, true, N, N}},
+        {P::kDraining, {false, false, true, S, N}},
+        {P::kClientClosed, {false, true, true, S, N}},
+        {P::kClientGone, {false, true, true, RelayStep::kCloseByClient, N}},
+        {P::kDone, {false, false, true, RelayStep::kCloseDone, RelayStep::kCloseDone}},
+        {P::kClosed, {false, false, false, N, N}},
+    };
+    REQUIRE(expect.size() == kAllPhases.size());
+    for (P p : kAllPhases) {
+        DYNAMIC_SECTION(tunneld::relay_phase_name(p)) {
+            RelayState r = reach(p);
+            const Expect& e = expect.at(p);
+            CHECK(r.opening() == e.opening);
+            CHECK(r.closed() == (p == P::kClosed));
+            CHECK(r.reads_socket() == e.reads_socket);
+            CHECK(r.client_ended() == e.client_ended);
+            CHECK(r.next_step(false) == e.drained);
+            CHECK(r.next_step(true) == e.down_pending);
+        }
+    }
+}
+
+TEST_CASE("a relay streams, half-closes either way and ends done", "[relay_state]") {
+    for (bool scraper_first : {true, false}) {
+        DYNAMIC_SECTION((scraper_first ? "scraper first" : "client first")) {
+            RelayState r;
+            REQUIRE(r.channel_opened());
+            if (scraper_first) {
+                REQUIRE(r.scraper_eof());
+                REQUIRE(r.client_eof());
+                CHECK(r.next_step(false) == RelayStep::kShutdownSocket);
+                REQUIRE(r.socket_shut_down());
+            } else {
+                REQUIRE(r.client_eof());
+                REQUIRE(r.socket_shut_down());
+                CHECK(r.reads_socket());  // half-closed by the client: the scraper is still read
+                REQUIRE(r.scraper_eof());
+            }
+            CHECK(r.next_step(false) == RelayStep::kCloseDone);
+            CHECK(r.close("done"));
+            CHECK(r.phase() == P::kClosed);
+        }
+    }
+}
+
+TEST_CASE("phase names are distinct", "[relay_state]") {
+    std::map<std::string, P> seen;
+    for (P p : kAllPhases) CHECK(seen.emplace(tunneld::relay_phase_name(p), p).second);
 }

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cassert>
 #include <cerrno>
 #include <cstring>
 
@@ -148,9 +149,8 @@ void Worker::relay_scraper_hup(Relay& r) {
         relay_close(r, "scraper closed before the client accepted the channel");
         return;
     }
-    // Level-triggered: EPOLLRDHUP stays set, so it leaves the interest mask now (relay_update_interest); unread
-    // data and the EOF are still read through EPOLLIN.
-    r.state.scraper_fin();
+    // Level-triggered: EPOLLRDHUP stays set, so it leaves the interest mask now (relay_update_interest, from
+    // scraper_gone); unread data and the EOF are still read through EPOLLIN.
     if (!r.scraper_gone) r.scraper_gone = Clock::now();
     queue_relay(r);
 }
@@ -180,6 +180,7 @@ void Worker::recheck_windows() {
     std::vector<Relay*> blocked;
     blocked.swap(window_blocked_);
     for (Relay* r : blocked) {
+        r->window_closed = false;  // out of the list: back in through wait_for_window if the window is still shut
         if (r->dead) continue;
         std::uint32_t window = ssh_channel_window_size(r->channel);
         if (window > 0 && !r->to_ssh.empty()) {
@@ -192,13 +193,26 @@ void Worker::recheck_windows() {
             r->to_ssh.erase(0, static_cast<std::size_t>(w));
             window = ssh_channel_window_size(r->channel);
         }
-        if (r->to_ssh.empty() && window > 0) {
-            r->window_closed = false;
+        if (r->to_ssh.empty() && window > 0)
             queue_relay(*r);
-        } else {
-            window_blocked_.push_back(r);
-        }
+        else
+            wait_for_window(*r);
     }
+}
+
+// The only place a relay enters window_blocked_; it leaves it in recheck_windows or, dead, in collect_garbage,
+// both clearing the flag: window_closed and membership cannot disagree.
+void Worker::wait_for_window(Relay& r) {
+    assert(!r.window_closed);
+    r.window_closed = true;
+    window_blocked_.push_back(&r);
+}
+
+// The socket's EOF. Passed on to the client at once: the socket is read only while nothing waits for the window
+// (to_ssh is empty), so no scraper data can be behind it.
+void Worker::relay_scraper_eof(Relay& r) {
+    if (!r.scraper_gone) r.scraper_gone = Clock::now();
+    if (r.state.scraper_eof()) ssh_channel_send_eof(r.channel);
 }
 
 void Worker::relay_readable(Relay& r) {
@@ -206,8 +220,7 @@ void Worker::relay_readable(Relay& r) {
     for (int i = 0; i < kMaxReadsPerEvent; ++i) {
         std::uint32_t window = ssh_channel_window_size(r.channel);
         if (window == 0) {
-            r.window_closed = true;
-            window_blocked_.push_back(&r);
+            wait_for_window(r);
             return;
         }
         std::size_t want = std::min<std::size_t>(window, scratch_.size());
@@ -221,16 +234,14 @@ void Worker::relay_readable(Relay& r) {
             }
             if (w < n) {
                 r.to_ssh.assign(scratch_.data() + w, static_cast<std::size_t>(n - w));
-                r.window_closed = true;
-                window_blocked_.push_back(&r);
+                wait_for_window(r);
                 return;
             }
             if (static_cast<std::size_t>(n) < want) return;  // socket drained
             continue;
         }
         if (n == 0) {
-            r.state.scraper_eof();
-            if (!r.scraper_gone) r.scraper_gone = Clock::now();
+            relay_scraper_eof(r);
             return;
         }
         if (errno == EINTR) continue;
@@ -291,8 +302,8 @@ void Worker::relay_update_interest(Relay& r) {
     std::uint32_t want = 0;
     if (r.state.reads_socket() && !r.window_closed && r.to_ssh.empty()) want |= EPOLLIN;
     if (r.socket_full || !r.to_tcp.empty()) want |= EPOLLOUT;
-    // A scraper hanging up is noticed in every state until its FIN or EOF was seen (level-triggered: it stays).
-    if (!r.state.scraper_ended() && !r.state.scraper_fin_seen()) want |= EPOLLRDHUP;
+    // A scraper hanging up is noticed in every phase until its FIN or EOF was seen (level-triggered: it stays).
+    if (!r.scraper_gone) want |= EPOLLRDHUP;
     if (want == r.epoll_mask) return;
     epoll_event ev{};
     ev.events = want;
@@ -307,13 +318,9 @@ void Worker::relay_update_interest(Relay& r) {
 // Carries out the steps the relay's state asks for until it has to wait (relay_state.hpp).
 void Worker::relay_maybe_finish(Relay& r) {
     while (true) {
-        switch (r.state.next_step(!r.to_ssh.empty(), r.socket_full || !r.to_tcp.empty())) {
+        switch (r.state.next_step(r.socket_full || !r.to_tcp.empty())) {
             case RelayStep::kNone:
                 return;
-            case RelayStep::kSendChannelEof:
-                ssh_channel_send_eof(r.channel);
-                r.state.channel_eof_sent();
-                break;
             case RelayStep::kShutdownSocket:
                 // ENOTCONN: the scraper reset meanwhile, and its HUP/ERR ends the relay.
                 if (shutdown(r.fd, SHUT_WR) != 0 && errno != ENOTCONN)

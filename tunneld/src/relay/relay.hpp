@@ -28,13 +28,17 @@ struct Relay : Pollable {
     std::uint16_t peer_port = 0;
     std::string open_address;  // forwarded-tcpip "address that was connected" = what the client asked
     std::uint32_t open_port = 0;
-    RelayState state;
-    // Flow control: which side waits, and whether the relay is in the worker's list for it.
-    bool socket_full = false;    // channel data waits in libssh's buffer for EPOLLOUT (down)
-    bool window_closed = false;  // socket data waits for the client's window; in Worker::window_blocked_ (up)
-    bool queued = false;         // in Worker::relay_work_: re-evaluated after this round
-    Clock::time_point accepted;                     // when the scraper connected: bounds the channel open
-    std::optional<Clock::time_point> scraper_gone;  // first EOF/FIN from the scraper: bounds the client's answer
+    RelayState state;  // the relay's life: every end seen and passed on (relay_state.hpp)
+    // Flow control and scheduling, beside the phase rather than in it: each direction can wait in every open
+    // phase, many times over a relay's life, so as phases they would multiply the grid by four.
+    bool socket_full = false;    // down: channel data waits in libssh's buffer for EPOLLOUT
+    bool window_closed = false;  // up: socket data waits for the client's window; true exactly while the relay is in
+                                 // Worker::window_blocked_ (set by wait_for_window, cleared by whoever drops it)
+    bool queued = false;         // true exactly while in Worker::relay_work_: re-evaluated after this round
+    Clock::time_point accepted;  // when the scraper connected: bounds the channel open
+    // The scraper's first FIN (EPOLLRDHUP) or EOF: bounds the client's answer, and ends watching EPOLLRDHUP (level-
+    // triggered, it would stay set). The FIN is no phase: data before it is still read and relayed as before.
+    std::optional<Clock::time_point> scraper_gone;
     Clock::time_point client_active;                // last data or EOF from the client on this channel
     std::string to_tcp;  // channel data read but not yet accepted by the socket
     std::string to_ssh;  // socket data not yet accepted by the channel

@@ -2,81 +2,163 @@
 
 namespace tunneld {
 
+using P = RelayPhase;
+
 const char* relay_phase_name(RelayPhase phase) {
     switch (phase) {
-        case RelayPhase::kOpening:
+        case P::kOpening:
             return "opening";
-        case RelayPhase::kStreaming:
+        case P::kOpeningClientEof:
+            return "opening_client_eof";
+        case P::kOpeningClientClosed:
+            return "opening_client_closed";
+        case P::kStreaming:
             return "streaming";
-        case RelayPhase::kScraperHalfClosed:
-            return "scraper_half_closed";
-        case RelayPhase::kClientHalfClosed:
-            return "client_half_closed";
-        case RelayPhase::kDraining:
+        case P::kScraperEnded:
+            return "scraper_ended";
+        case P::kClientEof:
+            return "client_eof";
+        case P::kClientEnded:
+            return "client_ended";
+        case P::kDraining:
             return "draining";
-        case RelayPhase::kClosed:
+        case P::kClientClosed:
+            return "client_closed";
+        case P::kClientGone:
+            return "client_gone";
+        case P::kDone:
+            return "done";
+        case P::kClosed:
             return "closed";
     }
     return "unknown";
 }
 
-void RelayState::settle() {
-    // Opening and closed are left only by channel_opened() and never, respectively. A client end that arrives
-    // before the open is accepted (a hostile client can send one) is kept and takes effect once it is.
-    if (phase_ == RelayPhase::kOpening || phase_ == RelayPhase::kClosed) return;
-    if (client_closed_ || (scraper_eof_ && client_eof_))
-        phase_ = RelayPhase::kDraining;
-    else if (scraper_eof_)
-        phase_ = RelayPhase::kScraperHalfClosed;
-    else if (client_eof_)
-        phase_ = RelayPhase::kClientHalfClosed;
-    else
-        phase_ = RelayPhase::kStreaming;
+bool RelayState::opening() const {
+    return phase_ == P::kOpening || phase_ == P::kOpeningClientEof || phase_ == P::kOpeningClientClosed;
 }
 
-void RelayState::channel_opened() {
-    if (phase_ != RelayPhase::kOpening) return;
-    phase_ = RelayPhase::kStreaming;
-    settle();
+bool RelayState::reads_socket() const {
+    switch (phase_) {
+        case P::kStreaming:
+        case P::kClientEof:
+        case P::kClientEnded:
+        case P::kClientClosed:
+        case P::kClientGone:
+            return true;
+        default:
+            return false;
+    }
 }
 
-void RelayState::scraper_fin() {
-    scraper_fin_ = true;
+bool RelayState::client_ended() const {
+    switch (phase_) {
+        case P::kOpening:
+        case P::kStreaming:
+        case P::kScraperEnded:
+        case P::kClosed:
+            return false;
+        default:
+            return true;
+    }
 }
 
-void RelayState::scraper_eof() {
-    if (closed()) return;
-    scraper_eof_ = true;
-    settle();
+bool RelayState::move(RelayPhase to) {
+    phase_ = to;
+    return true;
 }
 
-void RelayState::client_eof() {
-    if (closed()) return;
-    client_eof_ = true;
-    settle();
+bool RelayState::channel_opened() {
+    switch (phase_) {
+        case P::kOpening:
+            return move(P::kStreaming);
+        case P::kOpeningClientEof:
+            return move(P::kClientEof);
+        case P::kOpeningClientClosed:
+            return move(P::kClientClosed);
+        default:
+            return false;
+    }
 }
 
-void RelayState::client_close() {
-    if (closed()) return;
-    client_closed_ = true;
-    client_eof_ = true;
-    settle();
+bool RelayState::scraper_eof() {
+    switch (phase_) {
+        case P::kStreaming:
+            return move(P::kScraperEnded);
+        case P::kClientEof:
+        case P::kClientClosed:
+            return move(P::kDraining);
+        case P::kClientEnded:
+        case P::kClientGone:
+            return move(P::kDone);
+        default:  // opening: the socket is not read yet; scraper side ended: it is read no more
+            return false;
+    }
+}
+
+bool RelayState::client_eof() {
+    switch (phase_) {
+        case P::kOpening:
+            return move(P::kOpeningClientEof);
+        case P::kStreaming:
+            return move(P::kClientEof);
+        case P::kScraperEnded:
+            return move(P::kDraining);
+        default:  // a second EOF, or one after the close: nothing new
+            return false;
+    }
+}
+
+bool RelayState::client_close() {
+    switch (phase_) {
+        case P::kOpening:
+        case P::kOpeningClientEof:
+            return move(P::kOpeningClientClosed);
+        case P::kStreaming:
+        case P::kClientEof:
+            return move(P::kClientClosed);
+        case P::kClientEnded:
+            return move(P::kClientGone);
+        case P::kScraperEnded:
+            return move(P::kDraining);
+        default:  // draining or done: what is left to do is the same closed or not; or closed before
+            return false;
+    }
+}
+
+bool RelayState::socket_shut_down() {
+    switch (phase_) {
+        case P::kClientEof:
+            return move(P::kClientEnded);
+        case P::kClientClosed:
+            return move(P::kClientGone);
+        case P::kDraining:
+            return move(P::kDone);
+        default:  // only next_step's kShutdownSocket leads here
+            return false;
+    }
 }
 
 bool RelayState::close(std::string why) {
     if (closed()) return false;
-    phase_ = RelayPhase::kClosed;
+    phase_ = P::kClosed;
     close_reason_ = std::move(why);
     return true;
 }
 
-RelayStep RelayState::next_step(bool up_pending, bool down_pending) const {
-    if (opening() || closed()) return RelayStep::kNone;
-    if (scraper_eof_ && !eof_sent_ && !up_pending) return RelayStep::kSendChannelEof;
-    if (client_eof_ && !socket_shut_ && !down_pending) return RelayStep::kShutdownSocket;
-    if (client_closed_ && !down_pending) return RelayStep::kCloseByClient;
-    if (eof_sent_ && socket_shut_) return RelayStep::kCloseDone;
-    return RelayStep::kNone;
+RelayStep RelayState::next_step(bool down_pending) const {
+    switch (phase_) {
+        case P::kClientEof:
+        case P::kClientClosed:
+        case P::kDraining:
+            return down_pending ? RelayStep::kNone : RelayStep::kShutdownSocket;
+        case P::kClientGone:
+            return down_pending ? RelayStep::kNone : RelayStep::kCloseByClient;
+        case P::kDone:
+            return RelayStep::kCloseDone;
+        default:
+            return RelayStep::kNone;
+    }
 }
 
 }  // namespace tunneld

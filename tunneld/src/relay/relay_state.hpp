@@ -1,12 +1,25 @@
 // The life of one relay (a scraped TCP connection <-> a forwarded-tcpip channel) as one state machine, apart
 // from any I/O so it can be tested without libssh. The worker reports what happened (the client accepted the
-// channel, the scraper's EOF, the client's EOF or close, a failure) and asks next_step() what to do; each step it
-// carries out it reports back (channel_eof_sent, socket_shut_down), and close() ends it.
+// channel, the scraper's EOF, the client's EOF or close, the socket shut down) and asks next_step() what to do;
+// close() ends it. A transition that makes no sense in the current phase is refused (false, phase unchanged): a
+// repeated end, an end after the relay ended, a scraper EOF while the socket is not read.
 //
-//   opening --channel_opened--> streaming --scraper_eof--> scraper_half_closed --client_eof--> draining
-//                                        \--client_eof--> client_half_closed --scraper_eof--/
-//   client_close (the client closed the channel): draining from any open state.
-//   close(why): closed from any state; nothing leaves closed.
+// The phase is one value of a grid: what the scraper side has done (open, or its EOF read and passed on to the
+// client at once: the worker sends the channel EOF when it reads the socket's EOF, since no socket data can wait
+// behind it then) times what the client side has done (open, EOF in, socket shut, channel closed, channel closed
+// and socket shut). Plus opening (with a client end that came before the open was accepted) and closed.
+//
+//                     scraper open     scraper ended
+//   client open       kStreaming       kScraperEnded
+//   client EOF in     kClientEof       kDraining
+//   socket shut       kClientEnded     kDone
+//   channel closed    kClientClosed    kDraining (the close changes nothing more: shut, then done)
+//   closed + shut     kClientGone      kDone
+//
+//   opening --channel_opened--> streaming; the client's EOF or close before that is kept in the opening phase
+//   (kOpeningClientEof, kOpeningClientClosed) and takes effect with the open.
+//   scraper_eof moves right, client_eof / client_close / socket_shut_down move down; close(why): closed from
+//   any phase; nothing leaves closed.
 //
 // "up" is scraper -> host (socket read, channel written), "down" is host -> scraper.
 #pragma once
@@ -16,62 +29,57 @@
 namespace tunneld {
 
 enum class RelayPhase {
-    kOpening,            // channel open sent, the client has not accepted it yet
-    kStreaming,          // both ways open
-    kScraperHalfClosed,  // the scraper sent its EOF: read the socket no more, pass the EOF on to the client
-    kClientHalfClosed,   // the client sent its EOF: shut the socket's write side once the data before it is out
-    kDraining,           // both ends seen (or the client closed the channel): finish what is buffered, then end
-    kClosed,             // ended: the worker frees the socket and the channel between rounds
+    kOpening,              // channel open sent, the client has not accepted it yet
+    kOpeningClientEof,     // not accepted yet here, but the client's EOF already came (libssh saw the accept first)
+    kOpeningClientClosed,  // not accepted yet here, but the client already closed the channel
+    kStreaming,            // both ways open
+    kScraperEnded,         // half-closed by the scraper: its EOF was read and passed on; the client may still send
+    kClientEof,            // the client's EOF came: shut the socket's write side once the channel data before it is out
+    kClientEnded,          // half-closed by the client: the socket's write side is shut; the socket is still read
+    kDraining,             // both ends seen, the scraper's passed on: shut the socket once channel data is out
+    kClientClosed,         // the client closed the channel: its data drains to the socket, which is shut, then end
+    kClientGone,           // the client closed the channel and the socket is shut: end ("closed by client")
+    kDone,                 // both ends passed on: end ("done")
+    kClosed,               // ended: the worker frees the socket and the channel between rounds
 };
 
 const char* relay_phase_name(RelayPhase phase);
 
 // What the worker should do next to move the relay on.
 enum class RelayStep {
-    kNone,             // wait for I/O or the peers
-    kSendChannelEof,   // pass the scraper's EOF on to the client
-    kShutdownSocket,   // pass the client's EOF on to the scraper (shutdown SHUT_WR)
-    kCloseByClient,    // the client closed the channel and everything it sent is out: end ("closed by client")
-    kCloseDone,        // both EOFs passed on: end ("done")
+    kNone,            // wait for I/O or the peers
+    kShutdownSocket,  // pass the client's EOF on to the scraper (shutdown SHUT_WR), then socket_shut_down()
+    kCloseByClient,   // the client closed the channel and everything it sent is out: end ("closed by client")
+    kCloseDone,       // both EOFs passed on: end ("done")
 };
 
 class RelayState {
 public:
     RelayPhase phase() const { return phase_; }
-    bool opening() const { return phase_ == RelayPhase::kOpening; }
+    bool opening() const;
     bool closed() const { return phase_ == RelayPhase::kClosed; }
-    // The socket is read from the open until the scraper's EOF (a client close does not stop it: see draining).
-    bool reads_socket() const { return !opening() && !closed() && !scraper_eof_; }
-    bool scraper_ended() const { return scraper_eof_; }
-    bool client_ended() const { return client_eof_; }
-    // EPOLLRDHUP seen: the scraper's FIN arrived (unread data may remain before its EOF).
-    bool scraper_fin_seen() const { return scraper_fin_; }
+    // The socket is read from the open until the scraper's EOF (a client close does not stop it).
+    bool reads_socket() const;
+    // The client's EOF or close came (channel read errors are expected from then on).
+    bool client_ended() const;
     const std::string& close_reason() const { return close_reason_; }
 
-    void channel_opened();
-    void scraper_fin();
-    void scraper_eof();
-    void client_eof();
-    void client_close();
+    // Transitions; false (and no change) when the move is impossible in the current phase.
+    bool channel_opened();
+    bool scraper_eof();  // the socket's EOF was read; the caller passes it on to the client at once
+    bool client_eof();
+    bool client_close();
+    bool socket_shut_down();
     // Ends the relay with `why`; false when it had ended already (the first reason stays).
     bool close(std::string why);
 
-    // up_pending: socket data the channel has not taken yet; down_pending: channel data the socket has not taken.
-    RelayStep next_step(bool up_pending, bool down_pending) const;
-    void channel_eof_sent() { eof_sent_ = true; }
-    void socket_shut_down() { socket_shut_ = true; }
+    // down_pending: channel data the socket has not taken yet (the client's EOF waits behind it).
+    RelayStep next_step(bool down_pending) const;
 
 private:
-    void settle();  // the phase that the ends seen so far make
+    bool move(RelayPhase to);
 
     RelayPhase phase_ = RelayPhase::kOpening;
-    // The ends seen and passed on: only the transitions above change them, and the phase follows from them.
-    bool scraper_fin_ = false;
-    bool scraper_eof_ = false;
-    bool client_eof_ = false;
-    bool client_closed_ = false;
-    bool eof_sent_ = false;
-    bool socket_shut_ = false;
     std::string close_reason_;
 };
 

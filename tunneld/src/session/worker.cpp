@@ -412,7 +412,12 @@ void Worker::collect_garbage() {
     // 2. No libssh call from here on: drop every dead object from the work lists, then free.
     auto dead_relay = [](Relay* r) { return r->dead; };
     std::erase_if(opening_, dead_relay);
+    // Leaving a list clears its flag, so flag and membership agree for dead relays too.
+    for (Relay* r : window_blocked_)
+        if (r->dead) r->window_closed = false;
     std::erase_if(window_blocked_, dead_relay);
+    for (Relay* r : relay_work_)
+        if (r->dead) r->queued = false;
     std::erase_if(relay_work_, dead_relay);
     std::erase_if(suspects_, [](Session* s) { return s->closing; });
     std::erase_if(touched_, [](Session* s) { return s->closing; });

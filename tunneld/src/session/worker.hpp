@@ -129,6 +129,8 @@ private:
     void channel_opened(Relay& r);
     void progress_opening();
     void recheck_windows();
+    void wait_for_window(Relay& r);
+    void relay_scraper_eof(Relay& r);
     void relay_readable(Relay& r);
     void relay_writable(Relay& r);
     void relay_update_interest(Relay& r);
@@ -151,11 +153,14 @@ private:
     bool stopping_ = false;
 
     std::map<std::uint64_t, std::unique_ptr<Session>> sessions_;
-    // Work lists, so a round looks only at relays that need it. An entry is re-checked against the relay's state
-    // when taken (a relay may have moved on or ended meanwhile); dead ones are dropped in collect_garbage.
-    std::vector<Relay*> opening_;                  // phase opening: ask again whether the client accepted
-    std::vector<Relay*> window_blocked_;           // window_closed: write again once the window opens
-    std::vector<Relay*> relay_work_;               // queued: touched by callbacks or I/O, re-evaluate
+    // Work lists, so a round looks only at relays that need it; dead ones are dropped in collect_garbage.
+    // opening_ holds exactly the live relays whose phase is opening after their first open call (open_channel
+    // adds, progress_opening takes all and checks the phase); window_blocked_ exactly those with window_closed
+    // (wait_for_window adds, recheck_windows removes); relay_work_ exactly those with queued (queue_relay adds,
+    // process_relay_work and collect_garbage remove).
+    std::vector<Relay*> opening_;         // ask again whether the client accepted
+    std::vector<Relay*> window_blocked_;  // write again once the window opens
+    std::vector<Relay*> relay_work_;      // touched by callbacks or I/O: re-evaluate
     std::vector<Session*> suspects_;               // sessions whose socket reported hang-up
     std::vector<Session*> touched_;                // sessions that polled or queued output this round
     std::vector<std::uint64_t> paused_listeners_;  // forwards whose accept ran out of descriptors
