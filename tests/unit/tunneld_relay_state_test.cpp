@@ -72,7 +72,7 @@ RelayState reach(P phase) {
             ok(r.socket_shut_down());
             break;
         case P::kClosed:
-            ok(r.close("test"));
+            ok(r.close(tunneld::RelayEnd::kFailed, "test"));
             break;
     }
     REQUIRE(r.phase() == phase);
@@ -144,14 +144,24 @@ TEST_CASE("close", "[relay_state]") {
     std::map<P, P> moves;
     for (P p : kAllPhases)
         if (p != P::kClosed) moves[p] = P::kClosed;
-    check_event([](RelayState& r) { return r.close("why"); }, moves);
+    check_event([](RelayState& r) { return r.close(tunneld::RelayEnd::kFailed, "why"); }, moves);
 }
 
 TEST_CASE("closed keeps the first reason", "[relay_state]") {
     RelayState r;
-    CHECK(r.close("client did not answer the channel open within 10 s"));
-    CHECK_FALSE(r.close("session closing"));
-    CHECK(r.close_reason() == "client did not answer the channel open within 10 s");
+    CHECK(r.close(tunneld::RelayEnd::kAbandoned, "client did not answer the channel open within 10 s"));
+    CHECK_FALSE(r.close(tunneld::RelayEnd::kFailed, "session closing"));
+    CHECK(r.close_reason().end == tunneld::RelayEnd::kAbandoned);
+    CHECK(r.close_reason().detail == "client did not answer the channel open within 10 s");
+}
+
+TEST_CASE("only the expected ends go unlogged", "[relay_state]") {
+    using tunneld::RelayEnd;
+    CHECK_FALSE(tunneld::relay_end_logged(RelayEnd::kDone));
+    CHECK_FALSE(tunneld::relay_end_logged(RelayEnd::kClosedByClient));
+    CHECK_FALSE(tunneld::relay_end_logged(RelayEnd::kForwardEnded));
+    CHECK(tunneld::relay_end_logged(RelayEnd::kAbandoned));
+    CHECK(tunneld::relay_end_logged(RelayEnd::kFailed));
 }
 
 TEST_CASE("what each phase reads, has seen and asks for", "[relay_state]") {
@@ -206,7 +216,7 @@ TEST_CASE("a relay streams, half-closes either way and ends done", "[relay_state
                 REQUIRE(r.scraper_eof());
             }
             CHECK(r.next_step(false) == RelayStep::kCloseDone);
-            CHECK(r.close("done"));
+            CHECK(r.close(tunneld::RelayEnd::kDone, "done"));
             CHECK(r.phase() == P::kClosed);
         }
     }

@@ -266,7 +266,7 @@ void Worker::remove_forward(Forward& f, const std::string& why, const std::strin
     std::size_t open_relays = 0;
     for (auto& r : s.relays) {
         if (r->forward_id != f.id || r->dead) continue;
-        relay_close(*r, "forward ended (" + why + ")");
+        relay_close(*r, RelayEnd::kForwardEnded, "forward ended (" + why + ")");
         ++open_relays;
     }
     log_line("forward removed client=" + s.client + " fingerprint=" + s.fingerprint + " target=" + f.target +

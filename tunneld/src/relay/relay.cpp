@@ -88,7 +88,7 @@ void Worker::start_relay(Forward& f, int fd, const std::string& peer_host, std::
     ev.data.ptr = static_cast<Pollable*>(&r);
     if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
         // Unwatched, nothing would ever read it or notice its end: end it now (freed between rounds).
-        relay_close(r, "cannot watch the relay socket (fd " + std::to_string(fd) + "): " + std::strerror(errno));
+        relay_close(r, RelayEnd::kFailed, "cannot watch the relay socket (fd " + std::to_string(fd) + "): " + std::strerror(errno));
         return;
     }
     r.epoll_mask = ev.events;
@@ -108,7 +108,7 @@ void Worker::open_channel(Relay& r) {
     } else {
         // The client refused: its local connect to the exporter failed, or the forward is gone there. Even the
         // first call may already have read that answer, so both calls name it the same way.
-        relay_close(r, std::string("client refused the channel: ") + ssh_get_error(r.session->ssh()));
+        relay_close(r, RelayEnd::kFailed, std::string("client refused the channel: ") + ssh_get_error(r.session->ssh()));
     }
 }
 
@@ -121,7 +121,7 @@ void Worker::channel_opened(Relay& r) {
     static_assert(kScratchBytes > 64000, "the read must ask for more than libssh's initial channel window");
     int n = ssh_channel_read_timeout(r.channel, scratch_.data(), static_cast<std::uint32_t>(scratch_.size()), 0, 0);
     if (n == SSH_ERROR) {
-        relay_close(r, std::string("channel read failed: ") + ssh_get_error(r.session->ssh()));
+        relay_close(r, RelayEnd::kFailed, std::string("channel read failed: ") + ssh_get_error(r.session->ssh()));
         return;
     }
     // That read also polled: data the callback could not hand to the scraper came back here. Keep its order.
@@ -136,7 +136,7 @@ void Worker::progress_opening() {
     for (Relay* r : pending) {
         if (r->dead || !r->state.opening()) continue;
         if (r->session->closing) {
-            relay_close(*r, "session closing");
+            relay_close(*r, RelayEnd::kAbandoned, "session closing");
             continue;
         }
         open_channel(*r);
@@ -146,7 +146,7 @@ void Worker::progress_opening() {
 void Worker::relay_scraper_hup(Relay& r) {
     if (r.state.opening()) {
         ctx_.counters.add(Counter::kRelaysAbandoned, "scraper_gone");
-        relay_close(r, "scraper closed before the client accepted the channel");
+        relay_close(r, RelayEnd::kAbandoned, "scraper closed before the client accepted the channel");
         return;
     }
     // Level-triggered: EPOLLRDHUP stays set, so it leaves the interest mask now (relay_update_interest, from
@@ -163,11 +163,11 @@ void Worker::expire_relays(Clock::time_point now) {
             if (r.dead) continue;
             if (r.state.opening() && now - r.accepted >= kChannelOpenTimeout) {
                 ctx_.counters.add(Counter::kRelaysAbandoned, "open_timeout");
-                relay_close(r, "client did not answer the channel open within " +
+                relay_close(r, RelayEnd::kAbandoned, "client did not answer the channel open within " +
                                    std::to_string(kChannelOpenTimeout.count()) + " s");
             } else if (r.scraper_gone && now - std::max(*r.scraper_gone, r.client_active) >= kClientAnswerTimeout) {
                 ctx_.counters.add(Counter::kRelaysAbandoned, "client_silent");
-                relay_close(r, "client sent nothing for " + std::to_string(kClientAnswerTimeout.count()) +
+                relay_close(r, RelayEnd::kAbandoned, "client sent nothing for " + std::to_string(kClientAnswerTimeout.count()) +
                                    " s after the scraper closed");
             }
         }
@@ -187,7 +187,7 @@ void Worker::recheck_windows() {
             std::size_t n = std::min<std::size_t>(window, r->to_ssh.size());
             int w = ssh_channel_write(r->channel, r->to_ssh.data(), static_cast<std::uint32_t>(n));
             if (w == SSH_ERROR) {
-                relay_close(*r, "channel write failed");
+                relay_close(*r, RelayEnd::kFailed, "channel write failed");
                 continue;
             }
             r->to_ssh.erase(0, static_cast<std::size_t>(w));
@@ -229,7 +229,7 @@ void Worker::relay_readable(Relay& r) {
             r.bytes_up += static_cast<std::uint64_t>(n);
             int w = ssh_channel_write(r.channel, scratch_.data(), static_cast<std::uint32_t>(n));
             if (w == SSH_ERROR) {
-                relay_close(r, "channel write failed");
+                relay_close(r, RelayEnd::kFailed, "channel write failed");
                 return;
             }
             if (w < n) {
@@ -246,7 +246,7 @@ void Worker::relay_readable(Relay& r) {
         }
         if (errno == EINTR) continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK) return;
-        relay_close(r, std::string("socket error: ") + std::strerror(errno));
+        relay_close(r, RelayEnd::kFailed, std::string("socket error: ") + std::strerror(errno));
         return;
     }
 }
@@ -257,7 +257,7 @@ void Worker::relay_writable(Relay& r) {
             ssize_t n = send(r.fd, r.to_tcp.data(), r.to_tcp.size(), MSG_NOSIGNAL);
             if (n < 0) {
                 if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
-                relay_close(r, std::string("socket error: ") + std::strerror(errno));
+                relay_close(r, RelayEnd::kFailed, std::string("socket error: ") + std::strerror(errno));
                 return;
             }
             r.bytes_down += static_cast<std::uint64_t>(n);
@@ -274,7 +274,7 @@ void Worker::relay_writable(Relay& r) {
                 r.socket_full = false;
                 return;
             }
-            relay_close(r, "channel read failed");
+            relay_close(r, RelayEnd::kFailed, "channel read failed");
             return;
         }
         if (n <= 0) {  // 0 or SSH_EOF: the buffer is empty
@@ -285,7 +285,7 @@ void Worker::relay_writable(Relay& r) {
         ssize_t sent = send(r.fd, scratch_.data(), static_cast<std::size_t>(n), MSG_NOSIGNAL);
         if (sent < 0) {
             if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-                relay_close(r, std::string("socket error: ") + std::strerror(errno));
+                relay_close(r, RelayEnd::kFailed, std::string("socket error: ") + std::strerror(errno));
                 return;
             }
             sent = 0;
@@ -309,7 +309,7 @@ void Worker::relay_update_interest(Relay& r) {
     ev.events = want;
     ev.data.ptr = static_cast<Pollable*>(&r);
     if (epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, r.fd, &ev) != 0) {
-        relay_close(r, "epoll_ctl MOD relay fd " + std::to_string(r.fd) + ": " + std::strerror(errno));
+        relay_close(r, RelayEnd::kFailed, "epoll_ctl MOD relay fd " + std::to_string(r.fd) + ": " + std::strerror(errno));
         return;
     }
     r.epoll_mask = want;
@@ -328,17 +328,17 @@ void Worker::relay_maybe_finish(Relay& r) {
                 r.state.socket_shut_down();
                 break;
             case RelayStep::kCloseByClient:
-                relay_close(r, "closed by client");
+                relay_close(r, RelayEnd::kClosedByClient, "closed by client");
                 return;
             case RelayStep::kCloseDone:
-                relay_close(r, "done");
+                relay_close(r, RelayEnd::kDone, "done");
                 return;
         }
     }
 }
 
-void Worker::relay_close(Relay& r, const std::string& why) {
-    if (r.dead || !r.state.close(why)) return;
+void Worker::relay_close(Relay& r, RelayEnd end, std::string detail) {
+    if (r.dead || !r.state.close(end, std::move(detail))) return;
     r.dead = true;
     garbage_ = true;
 }
@@ -351,11 +351,10 @@ void Worker::relay_release(Relay& r) {
     s.relay_bytes_down += r.bytes_down;
     r.bytes_up = r.bytes_down = 0;
     // Expected ends are not logged one by one; a forward that ends logs how many relays it closed.
-    const std::string& why = r.state.close_reason();
-    const bool expected = why.empty() || why == "done" || why == "closed by client" || why.starts_with("forward ended");
-    if (!expected) {
+    const RelayCloseReason& why = r.state.close_reason();
+    if (r.state.closed() && relay_end_logged(why.end)) {
         log_line("relay closed client=" + s.client + " fingerprint=" + s.fingerprint + " target=" + r.target +
-                 " peer=" + r.peer_host + ":" + std::to_string(r.peer_port) + " reason=" + log_quote(why));
+                 " peer=" + r.peer_host + ":" + std::to_string(r.peer_port) + " reason=" + log_quote(why.detail));
     }
     if (r.fd >= 0) {
         close_fd(r.fd, "relay socket");  // also leaves the epoll set
@@ -378,7 +377,7 @@ int Worker::on_channel_data(ssh_session, ssh_channel, void* data, uint32_t len, 
     ssize_t n = send(r.fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n < 0) {
         if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-            r.session->worker->relay_close(r, std::string("socket error: ") + std::strerror(errno));
+            r.session->worker->relay_close(r, RelayEnd::kFailed, std::string("socket error: ") + std::strerror(errno));
             return static_cast<int>(len);
         }
         n = 0;

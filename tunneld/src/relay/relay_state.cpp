@@ -139,10 +139,23 @@ bool RelayState::socket_shut_down() {
     }
 }
 
-bool RelayState::close(std::string why) {
+bool relay_end_logged(RelayEnd end) {
+    switch (end) {
+        case RelayEnd::kDone:
+        case RelayEnd::kClosedByClient:
+        case RelayEnd::kForwardEnded:
+            return false;
+        case RelayEnd::kAbandoned:
+        case RelayEnd::kFailed:
+            return true;
+    }
+    return true;
+}
+
+bool RelayState::close(RelayEnd end, std::string detail) {
     if (closed()) return false;
     phase_ = P::kClosed;
-    close_reason_ = std::move(why);
+    close_reason_ = {end, std::move(detail)};
     return true;
 }
 

@@ -18,8 +18,8 @@
 //
 //   opening --channel_opened--> streaming; the client's EOF or close before that is kept in the opening phase
 //   (kOpeningClientEof, kOpeningClientClosed) and takes effect with the open.
-//   scraper_eof moves right, client_eof / client_close / socket_shut_down move down; close(why): closed from
-//   any phase; nothing leaves closed.
+//   scraper_eof moves right, client_eof / client_close / socket_shut_down move down; close: closed from
+//   any phase (with a RelayEnd); nothing leaves closed.
 //
 // "up" is scraper -> host (socket read, channel written), "down" is host -> scraper.
 #pragma once
@@ -53,6 +53,24 @@ enum class RelayStep {
     kCloseDone,       // both EOFs passed on: end ("done")
 };
 
+// Why a relay ended. The first three are its expected ends and not logged one by one (a forward that ends logs
+// how many relays it closed); the others are logged with their detail.
+enum class RelayEnd {
+    kDone,            // both EOFs passed on
+    kClosedByClient,  // the client closed the channel and everything it sent is out
+    kForwardEnded,    // the forward that accepted it ended
+    kAbandoned,       // given up on: the scraper left while opening, no answer to the open, silent client, ...
+    kFailed,          // refused by the client, an I/O error, the scraper reset
+};
+
+struct RelayCloseReason {
+    RelayEnd end = RelayEnd::kFailed;
+    std::string detail;  // the text of the log line's reason=
+};
+
+// False for the expected ends (kDone, kClosedByClient, kForwardEnded).
+bool relay_end_logged(RelayEnd end);
+
 class RelayState {
 public:
     RelayPhase phase() const { return phase_; }
@@ -62,7 +80,7 @@ public:
     bool reads_socket() const;
     // The client's EOF or close came (channel read errors are expected from then on).
     bool client_ended() const;
-    const std::string& close_reason() const { return close_reason_; }
+    const RelayCloseReason& close_reason() const { return close_reason_; }
 
     // Transitions; false (and no change) when the move is impossible in the current phase.
     bool channel_opened();
@@ -70,8 +88,8 @@ public:
     bool client_eof();
     bool client_close();
     bool socket_shut_down();
-    // Ends the relay with `why`; false when it had ended already (the first reason stays).
-    bool close(std::string why);
+    // Ends the relay; false when it had ended already (the first reason stays).
+    bool close(RelayEnd end, std::string detail);
 
     // down_pending: channel data the socket has not taken yet (the client's EOF waits behind it).
     RelayStep next_step(bool down_pending) const;
@@ -80,7 +98,7 @@ private:
     bool move(RelayPhase to);
 
     RelayPhase phase_ = RelayPhase::kOpening;
-    std::string close_reason_;
+    RelayCloseReason close_reason_;
 };
 
 }  // namespace tunneld

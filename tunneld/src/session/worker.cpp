@@ -155,7 +155,7 @@ void Worker::relay_event(Relay& r, std::uint32_t ev) {
     // opening, window closed, EOF already read) would make epoll spin. The scraper is gone.
     if (!r.dead && (ev & (EPOLLHUP | EPOLLERR))) {
         if (!(ev & EPOLLERR)) relay_maybe_finish(r);  // the orderly end: both sides shut down
-        if (!r.dead) relay_close(r, "scraper connection closed or reset");
+        if (!r.dead) relay_close(r, RelayEnd::kFailed, "scraper connection closed or reset");
     }
     queue_relay(r);
 }

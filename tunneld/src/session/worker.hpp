@@ -135,7 +135,7 @@ private:
     void relay_writable(Relay& r);
     void relay_update_interest(Relay& r);
     void relay_maybe_finish(Relay& r);
-    void relay_close(Relay& r, const std::string& why);
+    void relay_close(Relay& r, RelayEnd end, std::string detail);
     void relay_release(Relay& r);
     void queue_relay(Relay& r);
     void relay_scraper_hup(Relay& r);
