@@ -58,12 +58,13 @@ void require_existing(const std::string& dir) {
     struct stat st {};
     if (::stat(dir.c_str(), &st) == 0 && !S_ISDIR(st.st_mode))
         throw RegistryError("registry path " + dir + " exists and is not a directory");
-    if (!exists(dir + "/data.mdb")) throw MissingRegistry("no registry at " + dir + " (no data.mdb there)");
+    if (!exists(dir + "/" + lmdb::kDataFile))
+        throw MissingRegistry("no registry at " + dir + " (no " + lmdb::kDataFile + " there)");
 }
 
 lmdb::Env open_env(const std::string& path, const OpenOptions& o, unsigned extra_flags) {
     unsigned flags = (o.read_only ? MDB_RDONLY : 0u) | extra_flags;
-    const bool had_lock_file = exists(path + "/lock.mdb");
+    const bool had_lock_file = exists(path + "/" + lmdb::kLockFile);
     lmdb::Env env(path, flags, 0, kMaxDbs, 0640);
     if (!had_lock_file) adopt_new_lock_file(path);
     // Grow (never shrink) the map to what was asked for; readers adopt it through MDB_MAP_RESIZED.
@@ -310,7 +311,7 @@ Registry Registry::open(const OpenOptions& o) {
     if (manage) apply_policy(o.dir, group);
 
     // Without live state (never created, and this open may not create it) every target reads as disconnected.
-    if (o.live && (manage || exists(live_dir + "/data.mdb"))) {
+    if (o.live && (manage || exists(live_dir + "/" + lmdb::kDataFile))) {
         try {
             reg.live_ = open_env(live_dir, o, writable ? MDB_NOSYNC : 0);
         } catch (const lmdb::LmdbError& e) {
