@@ -240,7 +240,7 @@ void ClusterMirror::apply_batch(const et::WatchBatch& batch) {
 void ClusterMirror::write_declared(const MirrorChanges& changes, bool full) {
     if (!full && changes.targets_put.empty() && changes.targets_removed.empty()) return;
     const auto& targets = state_.targets();
-    ctx_.registry.with([&](reg::Registry& r) {
+    ctx_.registry.with_declared([&](reg::Registry& r) {
         r.update_declared([&](reg::DeclaredTxn& txn) {
             std::vector<std::pair<std::string, const reg::TargetRecord*>> puts;
             if (full) {

@@ -62,8 +62,9 @@ bool ForwardReservation::record(RegistryGateway& registry, std::uint64_t instanc
     using namespace monitoring_proxy::registry;
     const TunnelRecord record{claim_->port, instance_id, now_ms, id_.client, id_.fingerprint, claim_->address};
     try {
-        registry.with([&](Registry& reg) {
-            if (id_.self_register) {
+        if (id_.self_register) {
+            // Its own fsynced commit, outside the mutex the live write below takes (registry_gateway.hpp).
+            registry.with_declared([&](Registry& reg) {
                 reg.update_declared([&](DeclaredTxn& txn) {
                     if (txn.get(id_.target)) return;  // declared meanwhile: keep the operator's record
                     TargetRecord target;
@@ -72,7 +73,9 @@ bool ForwardReservation::record(RegistryGateway& registry, std::uint64_t instanc
                     target.key_fingerprints = {id_.fingerprint};
                     txn.put(id_.target, target);
                 });
-            }
+            });
+        }
+        registry.with([&](Registry& reg) {
             reg.update_live([&](LiveTxn& txn) { txn.put_tunnel(id_.target, record); });
             previous_ = table_.install(*claim_, std::move(owner));
             installed_ = true;

@@ -221,7 +221,7 @@ int Worker::handle_token_auth(Session& s, ssh_message msg) {
     if (ssh_userauth_kbdint_getnanswers(s.ssh()) != 1) return refuse("malformed", "");
     const char* answer = ssh_userauth_kbdint_getanswer(s.ssh(), 0);
     const std::string fp = s.enrol_fingerprint;
-    Enrolment outcome = ctx_.registry.with(
+    Enrolment outcome = ctx_.registry.with_declared(
         [&](auto& reg) { return consume_invite(reg, answer ? answer : "", fp, unix_now_ms() / 1000); });
     if (outcome.result != EnrolResult::kEnrolled) return refuse(enrol_reason(outcome.result), outcome.target);
 
