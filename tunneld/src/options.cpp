@@ -1,6 +1,8 @@
 #include "options.hpp"
 
 #include <charconv>
+#include <functional>
+#include <utility>
 
 #include "monitoring_proxy/cluster_schema.hpp"
 
@@ -52,75 +54,92 @@ void parse_max_startups(const std::string& text, Options& o) {
     o.preauth.full = static_cast<int>(full);
 }
 
+// Flags whose value is kept as given.
+const std::pair<const char*, std::string Options::*> kTextFlags[] = {
+    {"--registry", &Options::registry_flag},
+    {"--host-key-dir", &Options::host_key_dir},
+    {"--authorized-keys", &Options::authorized_keys},
+    {"--etcd", &Options::etcd},
+    {"--etcd-prefix", &Options::etcd_prefix},
+    {"--etcd-cacert", &Options::etcd_cacert},
+    {"--etcd-cert", &Options::etcd_cert},
+    {"--etcd-key", &Options::etcd_key},
+    {"--node-id", &Options::node_id},
+    {"--advertise-http", &Options::advertise_http},
+};
+
+// One flag as given: "--flag", or "--flag=value" (has_inline).
+struct Arg {
+    std::string flag, value;
+    bool has_inline = false;
+};
+
+Arg split_inline(const std::string& text) {
+    Arg a{text, {}, false};
+    if (auto eq = text.find('='); text.rfind("--", 0) == 0 && eq != std::string::npos)
+        a = {text.substr(0, eq), text.substr(eq + 1), true};
+    return a;
+}
+
+// The flags without a value; false if `a` is none of them.
+bool set_switch(const Arg& a, Options& o) {
+    bool* on = nullptr;
+    if (a.flag == "--help" || a.flag == "-h")
+        on = &o.help;
+    else if (a.flag == "--version")
+        on = &o.version;
+    else if (a.flag == "--allow-undeclared")
+        on = &o.allow_undeclared;
+    if (on == nullptr) return false;
+    if (a.has_inline) throw UsageError(a.flag + " takes no value");
+    *on = true;
+    return true;
+}
+
+// The flags with a value, which `take` fetches (inline or the next argument) only once the flag is known, so an
+// unknown flag is named as such; false if `flag` is none of them.
+bool set_valued(const std::string& flag, const std::function<std::string()>& take, Options& o) {
+    for (const auto& [name, field] : kTextFlags) {
+        if (flag != name) continue;
+        o.*field = take();
+        return true;
+    }
+    if (flag == "--listen")
+        parse_listen(take(), o);
+    else if (flag == "--port-range")
+        parse_range(take(), o);
+    else if (flag == "--keepalive")
+        o.keepalive_seconds = parse_number(flag, take(), 1, 3600);
+    else if (flag == "--keepalive-max")
+        o.keepalive_max = parse_number(flag, take(), 1, 100);
+    else if (flag == "--per-source-max-startups")
+        o.preauth.per_source = static_cast<int>(parse_number(flag, take(), 1, 100000));
+    else if (flag == "--max-startups")
+        parse_max_startups(take(), o);
+    else if (flag == "--lease-ttl")
+        o.lease_ttl = parse_number(flag, take(), 2, 3600);
+    else if (flag == "--user") {
+        o.user = take();
+        if (o.user.empty()) throw UsageError("--user needs a non-empty name");
+    } else {
+        return false;
+    }
+    return true;
+}
+
 }  // namespace
 
 Options parse_options(const std::vector<std::string>& args) {
     Options o;
     for (std::size_t i = 0; i < args.size(); ++i) {
-        std::string flag = args[i];
-        std::string value;
-        bool has_inline = false;
-        if (auto eq = flag.find('='); flag.rfind("--", 0) == 0 && eq != std::string::npos) {
-            value = flag.substr(eq + 1);
-            flag = flag.substr(0, eq);
-            has_inline = true;
-        }
+        const Arg a = split_inline(args[i]);
         auto take = [&]() -> std::string {
-            if (has_inline) return value;
-            if (i + 1 >= args.size()) throw UsageError(flag + " needs a value");
+            if (a.has_inline) return a.value;
+            if (i + 1 >= args.size()) throw UsageError(a.flag + " needs a value");
             return args[++i];
         };
-        auto no_value = [&]() {
-            if (has_inline) throw UsageError(flag + " takes no value");
-        };
-        if (flag == "--help" || flag == "-h") {
-            no_value();
-            o.help = true;
-        } else if (flag == "--version") {
-            no_value();
-            o.version = true;
-        } else if (flag == "--allow-undeclared") {
-            no_value();
-            o.allow_undeclared = true;
-        } else if (flag == "--listen")
-            parse_listen(take(), o);
-        else if (flag == "--registry")
-            o.registry_flag = take();
-        else if (flag == "--host-key-dir")
-            o.host_key_dir = take();
-        else if (flag == "--authorized-keys")
-            o.authorized_keys = take();
-        else if (flag == "--port-range")
-            parse_range(take(), o);
-        else if (flag == "--keepalive")
-            o.keepalive_seconds = parse_number(flag, take(), 1, 3600);
-        else if (flag == "--keepalive-max")
-            o.keepalive_max = parse_number(flag, take(), 1, 100);
-        else if (flag == "--per-source-max-startups")
-            o.preauth.per_source = static_cast<int>(parse_number(flag, take(), 1, 100000));
-        else if (flag == "--max-startups")
-            parse_max_startups(take(), o);
-        else if (flag == "--etcd")
-            o.etcd = take();
-        else if (flag == "--etcd-prefix")
-            o.etcd_prefix = take();
-        else if (flag == "--etcd-cacert")
-            o.etcd_cacert = take();
-        else if (flag == "--etcd-cert")
-            o.etcd_cert = take();
-        else if (flag == "--etcd-key")
-            o.etcd_key = take();
-        else if (flag == "--node-id")
-            o.node_id = take();
-        else if (flag == "--advertise-http")
-            o.advertise_http = take();
-        else if (flag == "--lease-ttl")
-            o.lease_ttl = parse_number(flag, take(), 2, 3600);
-        else if (flag == "--user") {
-            o.user = take();
-            if (o.user.empty()) throw UsageError("--user needs a non-empty name");
-        } else
-            throw UsageError("unknown argument \"" + flag + "\" (see --help)");
+        if (!set_switch(a, o) && !set_valued(a.flag, take, o))
+            throw UsageError("unknown argument \"" + a.flag + "\" (see --help)");
     }
     return o;
 }

@@ -364,58 +364,83 @@ std::string Args::value_of(const std::string& flag, const std::string& inline_va
     return next();
 }
 
-int run(int argc, char** argv) {
-    Args args(std::vector<std::string>(argv + 1, argv + argc));
+namespace {
+
+// What comes before COMMAND.
+struct Globals {
     GlobalOptions global;
     EtcdOptions etcd;
-    if (const char* env = std::getenv("MONITORING_PROXY_ETCD")) etcd.endpoints = env;
-    try {
-        std::string command;
-        while (!args.empty()) {
-            std::string arg = args.next(), v;
-            if (arg == "-h" || arg == "--help" || arg == "help") {
-                std::cout << kUsage;
-                return kExitOk;
-            }
-            if (arg == "--version") {
-                std::cout << "tunnelctl " << MP_VERSION << " (registry schema " << registry::kSchemaVersion << ")\n";
-                return kExitOk;
-            }
-            if (option(args, arg, "--registry", v)) global.registry = v;
-            else if (option(args, arg, "--registry-group", v)) global.group = v;
-            else if (option(args, arg, "--map-size", v)) global.map_size = parse_map_size(v);
-            else if (option(args, arg, "--etcd", v)) etcd.endpoints = v;
-            else if (option(args, arg, "--etcd-prefix", v)) etcd.prefix = v;
-            else if (option(args, arg, "--etcd-cacert", v)) etcd.cacert = v;
-            else if (option(args, arg, "--etcd-cert", v)) etcd.cert = v;
-            else if (option(args, arg, "--etcd-key", v)) etcd.key = v;
-            else if (arg.starts_with("-")) throw UsageError("unknown option \"" + arg + "\"");
-            else {
-                command = arg;
-                break;
-            }
-        }
-        if (command.empty()) throw UsageError("missing COMMAND");
-        const Command* chosen = nullptr;
-        for (const auto& c : kCommands)
-            if (command == c.name) chosen = &c;
-        if (!chosen) throw UsageError("unknown command \"" + command + "\"");
-        // Cluster mode: etcd is the source of truth; no local registry is opened.
-        if (!etcd.endpoints.empty()) return run_on_etcd(etcd, command, chosen->handler, chosen->read_only, args);
+    std::string command;
+};
 
-        registry::OpenOptions options;
-        options.dir = registry::resolve_dir(global.registry);
-        options.group = global.group;
-        options.map_size = global.map_size;
-        options.read_only = chosen->read_only;  // so it never creates a registry nor touches its permissions
-        options.create = !chosen->read_only && !chosen->migrates;
-        options.migrate = options.recreate_other_live = chosen->migrates;
-        if (uses_default_registry(global))
-            std::cerr << "tunnelctl: using registry " << options.dir << " (the default; choose one with --registry "
-                      << "DIR or $" << registry::kDirEnvVar << ")\n";
-        Registry reg = open_for(*chosen, options);
-        for (const auto& notice : reg.notices()) std::cerr << "tunnelctl: " << options.dir << ": " << notice << "\n";
-        return chosen->handler(reg, args);
+// The options up to COMMAND, and COMMAND; false when --help or --version was asked for (and answered).
+bool parse_globals(Args& args, Globals& g) {
+    while (!args.empty()) {
+        std::string arg = args.next(), v;
+        if (arg == "-h" || arg == "--help" || arg == "help") {
+            std::cout << kUsage;
+            return false;
+        }
+        if (arg == "--version") {
+            std::cout << "tunnelctl " << MP_VERSION << " (registry schema " << registry::kSchemaVersion << ")\n";
+            return false;
+        }
+        if (option(args, arg, "--registry", v)) g.global.registry = v;
+        else if (option(args, arg, "--registry-group", v)) g.global.group = v;
+        else if (option(args, arg, "--map-size", v)) g.global.map_size = parse_map_size(v);
+        else if (option(args, arg, "--etcd", v)) g.etcd.endpoints = v;
+        else if (option(args, arg, "--etcd-prefix", v)) g.etcd.prefix = v;
+        else if (option(args, arg, "--etcd-cacert", v)) g.etcd.cacert = v;
+        else if (option(args, arg, "--etcd-cert", v)) g.etcd.cert = v;
+        else if (option(args, arg, "--etcd-key", v)) g.etcd.key = v;
+        else if (arg.starts_with("-")) throw UsageError("unknown option \"" + arg + "\"");
+        else {
+            g.command = arg;
+            break;
+        }
+    }
+    if (g.command.empty()) throw UsageError("missing COMMAND");
+    return true;
+}
+
+const Command& find_command(const std::string& name) {
+    const Command* chosen = nullptr;
+    for (const auto& c : kCommands)
+        if (name == c.name) chosen = &c;
+    if (!chosen) throw UsageError("unknown command \"" + name + "\"");
+    return *chosen;
+}
+
+// Single-node mode: the command runs on the local registry.
+int run_on_registry(const Command& chosen, const GlobalOptions& global, Args& args) {
+    registry::OpenOptions options;
+    options.dir = registry::resolve_dir(global.registry);
+    options.group = global.group;
+    options.map_size = global.map_size;
+    options.read_only = chosen.read_only;  // so it never creates a registry nor touches its permissions
+    options.create = !chosen.read_only && !chosen.migrates;
+    options.migrate = options.recreate_other_live = chosen.migrates;
+    if (uses_default_registry(global))
+        std::cerr << "tunnelctl: using registry " << options.dir << " (the default; choose one with --registry "
+                  << "DIR or $" << registry::kDirEnvVar << ")\n";
+    Registry reg = open_for(chosen, options);
+    for (const auto& notice : reg.notices()) std::cerr << "tunnelctl: " << options.dir << ": " << notice << "\n";
+    return chosen.handler(reg, args);
+}
+
+}  // namespace
+
+int run(int argc, char** argv) {
+    Args args(std::vector<std::string>(argv + 1, argv + argc));
+    Globals g;
+    const GlobalOptions& global = g.global;
+    if (const char* env = std::getenv("MONITORING_PROXY_ETCD")) g.etcd.endpoints = env;
+    try {
+        if (!parse_globals(args, g)) return kExitOk;
+        const Command& chosen = find_command(g.command);
+        // Cluster mode: etcd is the source of truth; no local registry is opened.
+        if (!g.etcd.endpoints.empty()) return run_on_etcd(g.etcd, g.command, chosen.handler, chosen.read_only, args);
+        return run_on_registry(chosen, global, args);
     } catch (const UsageError& e) {
         std::cerr << "tunnelctl: " << e.what() << "\nTry 'tunnelctl --help'.\n";
         return kExitUsage;

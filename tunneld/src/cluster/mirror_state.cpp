@@ -79,6 +79,28 @@ bool same_tunnel(const MirrorState::Tunnel& a, const MirrorState::Tunnel& b) {
     return a.value == b.value && a.http == b.http;
 }
 
+// After a list: the tunnels of other nodes that appeared, went or changed (the view to rewrite), and those other
+// nodes hold now.
+void diff_other_nodes_tunnels(const std::map<std::string, MirrorState::Tunnel>& before_list,
+                              const std::map<std::string, MirrorState::Tunnel>& after_list, const std::string& self,
+                              MirrorChanges& out) {
+    using Tunnel = MirrorState::Tunnel;
+    auto other_in = [&](const std::map<std::string, Tunnel>& m, const std::string& name) -> const Tunnel* {
+        auto it = m.find(name);
+        return it != m.end() && it->second.value.node_id != self ? &it->second : nullptr;
+    };
+    std::set<std::string> names;
+    for (const auto& [name, t] : before_list) names.insert(name);
+    for (const auto& [name, t] : after_list) names.insert(name);
+    for (const auto& name : names) {
+        const Tunnel* before = other_in(before_list, name);
+        const Tunnel* after = other_in(after_list, name);
+        if ((before == nullptr) != (after == nullptr) || (before && !same_tunnel(*before, *after)))
+            out.view_tunnels.insert(name);
+        if (after) out.held_elsewhere.insert(name);
+    }
+}
+
 }  // namespace
 
 MirrorChanges MirrorState::apply_list(const std::vector<MirrorEvent>& kvs, std::int64_t now) {
@@ -125,20 +147,7 @@ MirrorChanges MirrorState::apply_list(const std::vector<MirrorEvent>& kvs, std::
     for (const auto& [name, t] : prev_targets)
         if (!targets_.count(name)) out.targets_removed.insert(name);
 
-    auto other_in = [&](const std::map<std::string, Tunnel>& m, const std::string& name) -> const Tunnel* {
-        auto it = m.find(name);
-        return it != m.end() && it->second.value.node_id != self_ ? &it->second : nullptr;
-    };
-    std::set<std::string> names;
-    for (const auto& [name, t] : prev_tunnels) names.insert(name);
-    for (const auto& [name, t] : tunnels_) names.insert(name);
-    for (const auto& name : names) {
-        const Tunnel* before = other_in(prev_tunnels, name);
-        const Tunnel* after = other_in(tunnels_, name);
-        if ((before == nullptr) != (after == nullptr) || (before && !same_tunnel(*before, *after)))
-            out.view_tunnels.insert(name);
-        if (after) out.held_elsewhere.insert(name);
-    }
+    diff_other_nodes_tunnels(prev_tunnels, tunnels_, self_, out);
     out.nodes_changed = true;
     return out;
 }
