@@ -88,7 +88,8 @@ void Worker::start_relay(Forward& f, int fd, const std::string& peer_host, std::
     ev.data.ptr = static_cast<Pollable*>(&r);
     if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
         // Unwatched, nothing would ever read it or notice its end: end it now (freed between rounds).
-        relay_close(r, RelayEnd::kFailed, "cannot watch the relay socket (fd " + std::to_string(fd) + "): " + std::strerror(errno));
+        relay_close(r, RelayEnd::kFailed,
+                    "cannot watch the relay socket (fd " + std::to_string(fd) + "): " + std::strerror(errno));
         return;
     }
     r.epoll_mask = ev.events;
@@ -108,7 +109,8 @@ void Worker::open_channel(Relay& r) {
     } else {
         // The client refused: its local connect to the exporter failed, or the forward is gone there. Even the
         // first call may already have read that answer, so both calls name it the same way.
-        relay_close(r, RelayEnd::kFailed, std::string("client refused the channel: ") + ssh_get_error(r.session->ssh()));
+        relay_close(r, RelayEnd::kFailed,
+                    std::string("client refused the channel: ") + ssh_get_error(r.session->ssh()));
     }
 }
 
@@ -163,12 +165,14 @@ void Worker::expire_relays(Clock::time_point now) {
             if (r.dead) continue;
             if (r.state.opening() && now - r.accepted >= kChannelOpenTimeout) {
                 ctx_.counters.add(Counter::kRelaysAbandoned, "open_timeout");
-                relay_close(r, RelayEnd::kAbandoned, "client did not answer the channel open within " +
-                                   std::to_string(kChannelOpenTimeout.count()) + " s");
+                relay_close(r, RelayEnd::kAbandoned,
+                            "client did not answer the channel open within " +
+                                std::to_string(kChannelOpenTimeout.count()) + " s");
             } else if (r.scraper_gone && now - std::max(*r.scraper_gone, r.client_active) >= kClientAnswerTimeout) {
                 ctx_.counters.add(Counter::kRelaysAbandoned, "client_silent");
-                relay_close(r, RelayEnd::kAbandoned, "client sent nothing for " + std::to_string(kClientAnswerTimeout.count()) +
-                                   " s after the scraper closed");
+                relay_close(r, RelayEnd::kAbandoned,
+                            "client sent nothing for " + std::to_string(kClientAnswerTimeout.count()) +
+                                " s after the scraper closed");
             }
         }
     }
@@ -309,7 +313,8 @@ void Worker::relay_update_interest(Relay& r) {
     ev.events = want;
     ev.data.ptr = static_cast<Pollable*>(&r);
     if (epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, r.fd, &ev) != 0) {
-        relay_close(r, RelayEnd::kFailed, "epoll_ctl MOD relay fd " + std::to_string(r.fd) + ": " + std::strerror(errno));
+        relay_close(r, RelayEnd::kFailed,
+                    "epoll_ctl MOD relay fd " + std::to_string(r.fd) + ": " + std::strerror(errno));
         return;
     }
     r.epoll_mask = want;
@@ -373,7 +378,7 @@ int Worker::on_channel_data(ssh_session, ssh_channel, void* data, uint32_t len, 
     auto& r = *static_cast<Relay*>(userdata);
     if (r.dead || r.fd < 0 || is_stderr) return static_cast<int>(len);  // nobody to deliver to: discard
     r.client_active = Clock::now();
-    if (r.socket_full || !r.to_tcp.empty()) return 0;                   // keep order: drain first
+    if (r.socket_full || !r.to_tcp.empty()) return 0;  // keep order: drain first
     ssize_t n = send(r.fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n < 0) {
         if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
