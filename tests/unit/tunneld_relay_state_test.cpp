@@ -21,60 +21,45 @@ const std::vector<P> kAllPhases = {P::kOpening,      P::kOpeningClientEof, P::kO
                                    P::kScraperEnded, P::kClientEof,        P::kClientEnded,         P::kDraining,
                                    P::kClientClosed, P::kClientGone,       P::kDone,                P::kClosed};
 
+enum class Event { kOpened, kScraperEof, kClientEof, kClientClose, kShutDown, kClose };
+
+bool apply(RelayState& r, Event e) {
+    switch (e) {
+        case Event::kOpened:
+            return r.channel_opened();
+        case Event::kScraperEof:
+            return r.scraper_eof();
+        case Event::kClientEof:
+            return r.client_eof();
+        case Event::kClientClose:
+            return r.client_close();
+        case Event::kShutDown:
+            return r.socket_shut_down();
+        case Event::kClose:
+            return r.close(tunneld::RelayEnd::kFailed, "test");
+    }
+    return false;
+}
+
 // A relay in `phase`, reached through the events that lead there in the worker.
 RelayState reach(P phase) {
+    using E = Event;
+    static const std::map<P, std::vector<Event>> kPaths = {
+        {P::kOpening, {}},
+        {P::kOpeningClientEof, {E::kClientEof}},
+        {P::kOpeningClientClosed, {E::kClientClose}},
+        {P::kStreaming, {E::kOpened}},
+        {P::kScraperEnded, {E::kOpened, E::kScraperEof}},
+        {P::kClientEof, {E::kOpened, E::kClientEof}},
+        {P::kClientEnded, {E::kOpened, E::kClientEof, E::kShutDown}},
+        {P::kDraining, {E::kOpened, E::kScraperEof, E::kClientEof}},
+        {P::kClientClosed, {E::kOpened, E::kClientClose}},
+        {P::kClientGone, {E::kOpened, E::kClientEof, E::kShutDown, E::kClientClose}},
+        {P::kDone, {E::kOpened, E::kScraperEof, E::kClientEof, E::kShutDown}},
+        {P::kClosed, {E::kClose}},
+    };
     RelayState r;
-    auto ok = [](bool moved) { REQUIRE(moved); };
-    switch (phase) {
-        case P::kOpening:
-            break;
-        case P::kOpeningClientEof:
-            ok(r.client_eof());
-            break;
-        case P::kOpeningClientClosed:
-            ok(r.client_close());
-            break;
-        case P::kStreaming:
-            ok(r.channel_opened());
-            break;
-        case P::kScraperEnded:
-            ok(r.channel_opened());
-            ok(r.scraper_eof());
-            break;
-        case P::kClientEof:
-            ok(r.channel_opened());
-            ok(r.client_eof());
-            break;
-        case P::kClientEnded:
-            ok(r.channel_opened());
-            ok(r.client_eof());
-            ok(r.socket_shut_down());
-            break;
-        case P::kDraining:
-            ok(r.channel_opened());
-            ok(r.scraper_eof());
-            ok(r.client_eof());
-            break;
-        case P::kClientClosed:
-            ok(r.channel_opened());
-            ok(r.client_close());
-            break;
-        case P::kClientGone:
-            ok(r.channel_opened());
-            ok(r.client_eof());
-            ok(r.socket_shut_down());
-            ok(r.client_close());
-            break;
-        case P::kDone:
-            ok(r.channel_opened());
-            ok(r.scraper_eof());
-            ok(r.client_eof());
-            ok(r.socket_shut_down());
-            break;
-        case P::kClosed:
-            ok(r.close(tunneld::RelayEnd::kFailed, "test"));
-            break;
-    }
+    for (Event e : kPaths.at(phase)) REQUIRE(apply(r, e));
     REQUIRE(r.phase() == phase);
     return r;
 }

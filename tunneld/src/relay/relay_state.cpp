@@ -63,80 +63,70 @@ bool RelayState::client_ended() const {
     }
 }
 
-bool RelayState::move(RelayPhase to) {
-    phase_ = to;
-    return true;
+// The transition table: for each event, the phases it moves and where to. A phase not listed refuses the event.
+struct RelayMove {
+    RelayPhase from, to;
+};
+
+namespace {
+
+using Move = RelayMove;
+
+constexpr Move kOnChannelOpened[] = {
+    {P::kOpening, P::kStreaming},
+    {P::kOpeningClientEof, P::kClientEof},
+    {P::kOpeningClientClosed, P::kClientClosed},
+};
+// Refused while opening (the socket is not read yet) and once the scraper's end was seen (it is read no more).
+constexpr Move kOnScraperEof[] = {
+    {P::kStreaming, P::kScraperEnded}, {P::kClientEof, P::kDraining}, {P::kClientClosed, P::kDraining},
+    {P::kClientEnded, P::kDone},       {P::kClientGone, P::kDone},
+};
+// Refused after an EOF or a close: nothing new.
+constexpr Move kOnClientEof[] = {
+    {P::kOpening, P::kOpeningClientEof},
+    {P::kStreaming, P::kClientEof},
+    {P::kScraperEnded, P::kDraining},
+};
+// Refused in draining and done (what is left to do is the same closed or not) and after a close.
+constexpr Move kOnClientClose[] = {
+    {P::kOpening, P::kOpeningClientClosed}, {P::kOpeningClientEof, P::kOpeningClientClosed},
+    {P::kStreaming, P::kClientClosed},      {P::kClientEof, P::kClientClosed},
+    {P::kClientEnded, P::kClientGone},      {P::kScraperEnded, P::kDraining},
+};
+// Only where next_step asks for kShutdownSocket.
+constexpr Move kOnSocketShutDown[] = {
+    {P::kClientEof, P::kClientEnded},
+    {P::kClientClosed, P::kClientGone},
+    {P::kDraining, P::kDone},
+};
+
+}  // namespace
+
+template <std::size_t N>
+bool RelayState::take(const Move (&moves)[N]) {
+    for (const Move& m : moves) {
+        if (m.from != phase_) continue;
+        phase_ = m.to;
+        return true;
+    }
+    return false;
 }
 
 bool RelayState::channel_opened() {
-    switch (phase_) {
-        case P::kOpening:
-            return move(P::kStreaming);
-        case P::kOpeningClientEof:
-            return move(P::kClientEof);
-        case P::kOpeningClientClosed:
-            return move(P::kClientClosed);
-        default:
-            return false;
-    }
+    return take(kOnChannelOpened);
 }
-
 bool RelayState::scraper_eof() {
-    switch (phase_) {
-        case P::kStreaming:
-            return move(P::kScraperEnded);
-        case P::kClientEof:
-        case P::kClientClosed:
-            return move(P::kDraining);
-        case P::kClientEnded:
-        case P::kClientGone:
-            return move(P::kDone);
-        default:  // opening: the socket is not read yet; scraper side ended: it is read no more
-            return false;
-    }
+    return take(kOnScraperEof);
 }
-
 bool RelayState::client_eof() {
-    switch (phase_) {
-        case P::kOpening:
-            return move(P::kOpeningClientEof);
-        case P::kStreaming:
-            return move(P::kClientEof);
-        case P::kScraperEnded:
-            return move(P::kDraining);
-        default:  // a second EOF, or one after the close: nothing new
-            return false;
-    }
+    return take(kOnClientEof);
 }
-
 bool RelayState::client_close() {
-    switch (phase_) {
-        case P::kOpening:
-        case P::kOpeningClientEof:
-            return move(P::kOpeningClientClosed);
-        case P::kStreaming:
-        case P::kClientEof:
-            return move(P::kClientClosed);
-        case P::kClientEnded:
-            return move(P::kClientGone);
-        case P::kScraperEnded:
-            return move(P::kDraining);
-        default:  // draining or done: what is left to do is the same closed or not; or closed before
-            return false;
-    }
+    return take(kOnClientClose);
 }
-
 bool RelayState::socket_shut_down() {
-    switch (phase_) {
-        case P::kClientEof:
-            return move(P::kClientEnded);
-        case P::kClientClosed:
-            return move(P::kClientGone);
-        case P::kDraining:
-            return move(P::kDone);
-        default:  // only next_step's kShutdownSocket leads here
-            return false;
-    }
+    return take(kOnSocketShutDown);
 }
 
 bool relay_end_logged(RelayEnd end) {

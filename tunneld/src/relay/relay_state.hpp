@@ -24,6 +24,7 @@
 // "up" is scraper -> host (socket read, channel written), "down" is host -> scraper.
 #pragma once
 
+#include <cstddef>
 #include <string>
 
 namespace tunneld {
@@ -71,6 +72,8 @@ struct RelayCloseReason {
 // False for the expected ends (kDone, kClosedByClient, kForwardEnded).
 bool relay_end_logged(RelayEnd end);
 
+struct RelayMove;  // one entry of the transition table
+
 class RelayState {
 public:
     RelayPhase phase() const { return phase_; }
@@ -95,7 +98,8 @@ public:
     RelayStep next_step(bool down_pending) const;
 
 private:
-    bool move(RelayPhase to);
+    template <std::size_t N>
+    bool take(const RelayMove (&moves)[N]);  // the event's row of the transition table (relay_state.cpp)
 
     RelayPhase phase_ = RelayPhase::kOpening;
     RelayCloseReason close_reason_;
