@@ -6,6 +6,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
@@ -13,6 +14,7 @@
 #include <optional>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <thread>
 #include <unistd.h>
 
 using namespace monitoring_proxy::registry;
@@ -121,6 +123,41 @@ TEST_CASE("live tunnels are removed only by their owner", "[registry]") {
         l.set_counter("x", 7);
     });
     CHECK(reg.counters() == std::map<std::string, std::uint64_t>{{"sessions_total", 5}, {"x", 7}});
+}
+
+// tunneld writes the declared environment without the lock its live writes take (registry_gateway.hpp): one
+// Registry must serve both, and readers, from several threads at once.
+TEST_CASE("one registry serves declared and live writes from several threads at once", "[registry]") {
+    TempDir d;
+    auto reg = Registry::open(options_for(d));
+    constexpr int kPerThread = 40;
+    std::atomic<int> failures{0};
+    auto guarded = [&](auto fn) {
+        return [&failures, fn] {
+            try {
+                fn();
+            } catch (...) {
+                ++failures;
+            }
+        };
+    };
+    std::vector<std::thread> threads;
+    for (int w = 0; w < 2; ++w) {
+        threads.emplace_back(guarded([&reg, w] {
+            for (int i = 0; i < kPerThread; ++i)
+                put_target(reg, "t" + std::to_string(w) + "-" + std::to_string(i), target());
+        }));
+        threads.emplace_back(guarded([&reg] {
+            for (int i = 0; i < kPerThread; ++i) reg.update_live([](LiveTxn& l) { l.add_counter("c", 1); });
+        }));
+    }
+    threads.emplace_back(guarded([&reg] {
+        for (int i = 0; i < kPerThread; ++i) (void)reg.snapshot();
+    }));
+    for (auto& t : threads) t.join();
+    CHECK(failures == 0);
+    CHECK(reg.snapshot().size() == 2 * kPerThread);
+    CHECK(reg.counters().at("c") == 2 * kPerThread);
 }
 
 TEST_CASE("the snapshot joins declared and live state", "[registry]") {
