@@ -181,7 +181,9 @@ def test_guessing_in_one_connection_is_capped(stack, scraping, probe):
     wrong = "invitee." + ("A" if secret[0] != "A" else "B") + secret[1:]
     out, source, _ = probe("token", wrong, tries=20)
     assert "prompts=5" in out and "active=False" in out and "authenticated=False" in out, out
-    assert out.count("refused ") <= 6, out
+    # The server's count is the one that matters (below): a 7th attempt may be in flight when it closes, and
+    # paramiko reports that as one more failure or a reset.
+    assert out.count("refused ") <= 7, out
     reasons = [line.rsplit(" reason=", 1)[1] for line in stack.tunneld.log().splitlines()
                if f"enrolment refused client={source}:" in line]
     assert reasons == ["wrong_token"] * 5 + ["rate_limited"], reasons
