@@ -232,20 +232,26 @@ def test_every_refusal_is_logged_counted_and_looks_the_same_to_the_client(tunnel
     assert enrolments(tunneld, "wrong_token") == 6
 
 
-def test_a_single_use_token_used_concurrently_binds_exactly_one_key(tunneld, procs, workdir):
-    first = os.path.join(workdir, "host0")
-    inv = invite(tunneld, "web1", first)
-    run_setup(inv)
-    lines = [inv["ssh"]]
-    for i in range(1, 4):
-        other = os.path.join(workdir, f"host{i}")
-        shutil.copytree(first, other)
+def enrol_hosts(procs, inv, base, count, source_start):
+    """`count` hosts (each its own key, copied from the printed setup) run the printed ssh line at once."""
+    first, printed_dir = os.path.join(base, "h0"), inv["setup"][0].split()[-1]
+    run_setup({"setup": [line.replace(printed_dir, first) for line in inv["setup"]]})
+    line0 = inv["ssh"].replace(printed_dir, first)
+    dirs = [os.path.join(base, f"h{i}") for i in range(count)]
+    for d in dirs[1:]:  # every host ready before the first starts: they race for real
+        shutil.copytree(first, d)
         for f in ("id_ed25519", "id_ed25519.pub"):
-            os.unlink(os.path.join(other, f))
-        s.keygen(other, "id_ed25519")
-        lines.append(inv["ssh"].replace(first, other))
-    clients = [start_printed(procs, line, "-o", f"BindAddress=127.0.0.{20 + i}", "-o", "NumberOfPasswordPrompts=1",
-                             name=f"ssh{i}") for i, line in enumerate(lines)]
+            os.unlink(os.path.join(d, f))
+        s.keygen(d, "id_ed25519")
+    clients = [start_printed(procs, line0.replace(first, d), "-o", f"BindAddress=127.0.0.{source_start + i}",
+                             "-o", "NumberOfPasswordPrompts=1", name=f"ssh-{os.path.basename(base)}{i}")
+               for i, d in enumerate(dirs)]
+    return clients, [s.fingerprint(os.path.join(d, "id_ed25519.pub")) for d in dirs]
+
+
+def test_a_single_use_token_used_concurrently_binds_exactly_one_key(tunneld, procs, workdir):
+    inv = invite(tunneld, "web1", os.path.join(workdir, "printed"))
+    clients, fingerprints = enrol_hosts(procs, inv, os.path.join(workdir, "hosts"), 4, 20)
     mp.wait_until(lambda: sum(c.poll() is not None for c in clients) == 3 and tunneld.connected("web1"), 20,
                   what="three clients refused, one connected")
     assert len(keys_of(tunneld, "web1")) == 1
@@ -257,7 +263,7 @@ def test_a_single_use_token_used_concurrently_binds_exactly_one_key(tunneld, pro
     assert len(winner) == 1
     for i in set(range(4)) - set(winner):
         assert log.count(f"auth refused client=127.0.0.{20 + i}:") == 1, log
-    assert keys_of(tunneld, "web1") == [s.fingerprint(os.path.join(workdir, f"host{winner[0]}", "id_ed25519.pub"))]
+    assert keys_of(tunneld, "web1") == [fingerprints[winner[0]]]
 
 
 def start_printed_shell_line(procs, line, program, name):
@@ -306,24 +312,6 @@ def test_dbclient_and_plink_lines_pin_the_host_key(tunneld, procs, workdir):
         assert out.returncode != 0, (client, out.stderr)
         assert "host key" in out.stderr.lower() or "hostkey" in out.stderr.lower(), (client, out.stderr)
     assert "enrolment accepted" not in tunneld.log() and enrolments(tunneld) == 0
-
-
-def enrol_hosts(procs, inv, base, count, source_start):
-    """`count` hosts (each its own key, copied from the printed setup) run the printed ssh line at once."""
-    first, printed_dir = os.path.join(base, "h0"), inv["setup"][0].split()[-1]
-    run_setup({"setup": [line.replace(printed_dir, first) for line in inv["setup"]]})
-    line0 = inv["ssh"].replace(printed_dir, first)
-    clients = []
-    for i in range(count):
-        d = os.path.join(base, f"h{i}")
-        if i:
-            shutil.copytree(first, d)
-            for f in ("id_ed25519", "id_ed25519.pub"):
-                os.unlink(os.path.join(d, f))
-            s.keygen(d, "id_ed25519")
-        clients.append(start_printed(procs, line0.replace(first, d), "-o", f"BindAddress=127.0.0.{source_start + i}",
-                                     "-o", "NumberOfPasswordPrompts=1", name=f"ssh-{os.path.basename(base)}{i}"))
-    return clients, [s.fingerprint(os.path.join(base, f"h{i}", "id_ed25519.pub")) for i in range(count)]
 
 
 def test_invite_of_a_declared_target_keeps_it_and_uses_n_binds_n_keys(tunneld, procs, workdir):
