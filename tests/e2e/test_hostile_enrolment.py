@@ -82,13 +82,18 @@ def keys_of(stack, name):
     return json.loads(stack.tunneld.tunnelctl("show", name, "--json").stdout)["keys"]
 
 
+def refusal_reasons(stack, source):
+    """The reasons of every `enrolment refused` line logged for `source`, in order."""
+    marker = f"enrolment refused client={source}:"
+    return [line.rsplit(" reason=", 1)[1] for line in stack.tunneld.log().splitlines() if marker in line]
+
+
 def refusal_reason(stack, source):
     """The reason of the one `enrolment refused` line logged for `source` (waits for it)."""
-    marker = f"enrolment refused client={source}:"
-    stack.wait_log_since(0, marker)
-    lines = [line for line in stack.tunneld.log().splitlines() if marker in line]
-    assert len(lines) == 1, lines
-    return lines[0].rsplit(" reason=", 1)[1]
+    stack.wait_log_since(0, f"enrolment refused client={source}:")
+    reasons = refusal_reasons(stack, source)
+    assert len(reasons) == 1, reasons
+    return reasons[0]
 
 
 def test_keyboard_interactive_without_a_proven_key_is_refused(stack, scraping, probe):
@@ -107,7 +112,7 @@ def test_malformed_answers_are_refused_and_bind_nothing(stack, scraping, probe, 
     log = stack.wait_log_since(0, f"enrolment refused client={source}:")
     assert "reason=malformed" in log.split(f"enrolment refused client={source}:")[1].splitlines()[0]
     stack.wait_counter('enrolments_refused_total{reason="malformed"}', before + 1)
-    assert json.loads(stack.tunneld.tunnelctl("show", "invitee", "--json").stdout)["keys"] == []
+    assert keys_of(stack, "invitee") == []
     assert stack.tunneld.proc.poll() is None
 
 
@@ -169,10 +174,9 @@ def test_token_attempts_are_rate_limited_per_source_address(stack, scraping, pro
     out, _, _ = probe("token", probe.token, source=source)  # even the right token: the address must wait
     assert "prompts=0" in out and "authenticated=False" in out, out
     stack.wait_counter('enrolments_refused_total{reason="rate_limited"}', before + 1)
-    reasons = [line.rsplit(" reason=", 1)[1] for line in stack.tunneld.log().splitlines()
-               if f"enrolment refused client={source}:" in line]
+    reasons = refusal_reasons(stack, source)
     assert reasons == ["wrong_token"] * 5 + ["rate_limited"], reasons
-    assert json.loads(stack.tunneld.tunnelctl("show", "invitee", "--json").stdout)["keys"] == []
+    assert keys_of(stack, "invitee") == []
 
 
 def test_guessing_in_one_connection_is_capped(stack, scraping, probe):
@@ -184,8 +188,7 @@ def test_guessing_in_one_connection_is_capped(stack, scraping, probe):
     # The server's count is the one that matters (below): a 7th attempt may be in flight when it closes, and
     # paramiko reports that as one more failure or a reset.
     assert out.count("refused ") <= 7, out
-    reasons = [line.rsplit(" reason=", 1)[1] for line in stack.tunneld.log().splitlines()
-               if f"enrolment refused client={source}:" in line]
+    reasons = refusal_reasons(stack, source)
     assert reasons == ["wrong_token"] * 5 + ["rate_limited"], reasons
     stack.wait_log_since(0, f"disconnect client={source}:")
     disconnect = next(line for line in stack.tunneld.log().splitlines() if f"disconnect client={source}:" in line)
@@ -193,4 +196,4 @@ def test_guessing_in_one_connection_is_capped(stack, scraping, probe):
     # The right token from a fresh key and address still works afterwards: guessing did not spend it.
     out, _, key = probe("token")
     assert "authenticated=True" in out, out
-    assert json.loads(stack.tunneld.tunnelctl("show", "invitee", "--json").stdout)["keys"] == [fingerprint(key + ".pub")]
+    assert keys_of(stack, "invitee") == [fingerprint(key + ".pub")]
