@@ -135,74 +135,77 @@ bool ClusterMirror::list_now() {
 }
 
 void ClusterMirror::run() noexcept {
-    bool need_list = revision_ == 0;
-    auto backoff = kFirstBackoff;
-    std::optional<std::chrono::steady_clock::time_point> failing_since;
-    for (;;) {
+    ListRetry retry{kFirstBackoff, std::nullopt};
+    Next next = revision_ == 0 ? Next::kList : Next::kWatch;
+    while (next != Next::kStop) {
         {
             std::lock_guard lock(mu_);
             if (stop_) return;
         }
-        if (need_list) {
-            try {
-                apply_list(client_->range_prefix(prefix_));
-                need_list = false;
-                failing_since.reset();
-                backoff = kFirstBackoff;
-                health_.connected(ClusterHealth::Part::kMirror);
-            } catch (const et::EtcdError& e) {
-                const auto now = std::chrono::steady_clock::now();
-                if (!failing_since) failing_since = now;
-                if (now - *failing_since >= kDegradedGrace)
-                    health_.degraded(ClusterHealth::Part::kMirror, std::string("listing ") + prefix_ + ": " + e.what());
-                if (!sleep_for(backoff)) return;
-                backoff = std::min(backoff * 2, kMaxBackoff);
-                client_ = make_client();  // fresh channels, as cluster_node does while degraded
-                continue;
-            } catch (const std::exception& e) {  // the local registry refused the write (full, damaged)
-                log_line("cluster error applying the etcd list to the registry: " + std::string(e.what()));
-                if (!sleep_for(kMaxBackoff)) return;
-                continue;
-            }
+        next = next == Next::kList ? list_step(retry) : watch_step();
+    }
+}
+
+ClusterMirror::Next ClusterMirror::list_step(ListRetry& retry) noexcept {
+    try {
+        apply_list(client_->range_prefix(prefix_));
+        retry = {kFirstBackoff, std::nullopt};
+        health_.connected(ClusterHealth::Part::kMirror);
+        return Next::kWatch;
+    } catch (const et::EtcdError& e) {
+        const auto now = std::chrono::steady_clock::now();
+        if (!retry.failing_since) retry.failing_since = now;
+        if (now - *retry.failing_since >= kDegradedGrace)
+            health_.degraded(ClusterHealth::Part::kMirror, std::string("listing ") + prefix_ + ": " + e.what());
+        if (!sleep_for(retry.backoff)) return Next::kStop;
+        retry.backoff = std::min(retry.backoff * 2, kMaxBackoff);
+        client_ = make_client();  // fresh channels, as cluster_node does while degraded
+    } catch (const std::exception& e) {  // the local registry refused the write (full, damaged)
+        log_line("cluster error applying the etcd list to the registry: " + std::string(e.what()));
+        if (!sleep_for(kMaxBackoff)) return Next::kStop;
+    }
+    return Next::kList;
+}
+
+ClusterMirror::Next ClusterMirror::watch_step() noexcept {
+    std::unique_ptr<et::Watch> watch;
+    Next next = Next::kList;
+    try {
+        watch = client_->watch_prefix(prefix_, revision_ + 1);
+        {
+            std::lock_guard lock(mu_);
+            if (stop_) return Next::kStop;
+            watch_ = watch.get();
         }
-        std::unique_ptr<et::Watch> watch;
-        try {
-            watch = client_->watch_prefix(prefix_, revision_ + 1);
-            {
-                std::lock_guard lock(mu_);
-                if (stop_) return;
-                watch_ = watch.get();
+        struct Forget {  // watch_ never outlives the watch
+            ClusterMirror* m;
+            ~Forget() {
+                std::lock_guard lock(m->mu_);
+                m->watch_ = nullptr;
             }
-            struct Forget {  // watch_ never outlives the watch
-                ClusterMirror* m;
-                ~Forget() {
-                    std::lock_guard lock(m->mu_);
-                    m->watch_ = nullptr;
-                }
-            } forget{this};
-            while (auto batch = watch->next()) apply_batch(*batch);
-            return;  // cancelled: stopping
-        } catch (const et::Compacted& e) {
-            log_line("cluster watch compacted revision=" + std::to_string(revision_ + 1) +
-                     " compact_revision=" + std::to_string(e.compact_revision) + "; listing everything again");
-        } catch (const et::EtcdError& e) {
-            if (watch && watch->created()) {
-                // A working watch ended (its member stopped, a leader change): the view is current up to
-                // revision_, so watching on from there (on another member) misses nothing and re-reads nothing.
-                log_line("cluster watch ended reason=" + log_quote(printable(e.what())) +
-                         "; resuming from revision=" + std::to_string(revision_ + 1));
-                if (!sleep_for(std::chrono::milliseconds(50))) return;  // no busy loop on a flapping member
-                continue;
-            }
+        } forget{this};
+        while (auto batch = watch->next()) apply_batch(*batch);
+        return Next::kStop;  // cancelled: stopping
+    } catch (const et::Compacted& e) {
+        log_line("cluster watch compacted revision=" + std::to_string(revision_ + 1) +
+                 " compact_revision=" + std::to_string(e.compact_revision) + "; listing everything again");
+    } catch (const et::EtcdError& e) {
+        if (watch && watch->created()) {
+            // A working watch ended (its member stopped, a leader change): the view is current up to revision_,
+            // so watching on from there (on another member) misses nothing and re-reads nothing.
+            log_line("cluster watch ended reason=" + log_quote(printable(e.what())) +
+                     "; resuming from revision=" + std::to_string(revision_ + 1));
+            next = Next::kWatch;
+        } else {
             // No member answered: the list path retries with backoff, marks the node degraded, and reconciles.
             log_line("cluster watch ended reason=" + log_quote(printable(e.what())) + "; listing again");
-        } catch (const std::exception& e) {
-            log_line("cluster error applying an etcd watch batch to the registry: " + std::string(e.what()) +
-                     "; listing again");
         }
-        need_list = true;
-        if (!sleep_for(std::chrono::milliseconds(50))) return;  // no busy loop on a watch that fails at once
+    } catch (const std::exception& e) {
+        log_line("cluster error applying an etcd watch batch to the registry: " + std::string(e.what()) +
+                 "; listing again");
     }
+    // No busy loop on a watch that fails at once, or on a flapping member.
+    return sleep_for(std::chrono::milliseconds(50)) ? next : Next::kStop;
 }
 
 void ClusterMirror::log_errors(const MirrorChanges& changes) {

@@ -52,7 +52,16 @@ public:
     void stop() noexcept;
 
 private:
+    // What the thread does next: list the prefix (again), watch from revision_ + 1, or end.
+    enum class Next { kList, kWatch, kStop };
+    // A failing list's retry state: backoff, and since when it fails (degraded after a grace period).
+    struct ListRetry {
+        std::chrono::milliseconds backoff;
+        std::optional<std::chrono::steady_clock::time_point> failing_since;
+    };
     void run() noexcept;
+    Next list_step(ListRetry& retry) noexcept;  // kWatch once listed; kList after a failure (backoff slept)
+    Next watch_step() noexcept;                 // runs one watch until it ends; what that end calls for
     void apply_list(const monitoring_proxy::etcd::RangeResult& range);
     void apply_batch(const monitoring_proxy::etcd::WatchBatch& batch);
     void write_declared(const MirrorChanges& changes, bool full);
