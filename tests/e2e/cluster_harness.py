@@ -216,3 +216,8 @@ def served_everywhere(cluster, name, proxies=None):
     """Whether `name` answers its exporter's exact bytes through every proxy (or those given)."""
     return all(p.fetch(f"/{name}/bytes/100", timeout=3) == (200, ssh_harness.body(100))
                for p in proxies or cluster.proxies)
+
+
+def etcd_up(proxy):
+    """The proxy's monitoring_proxy_cluster_etcd_up gauge (1 connected, 0 degraded)."""
+    return mp.metric_value(proxy.metrics(), "monitoring_proxy_cluster_etcd_up")

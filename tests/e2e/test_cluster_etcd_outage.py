@@ -6,7 +6,7 @@ import json
 import pytest
 
 import cluster_harness
-from cluster_harness import declare_and_connect, served_everywhere
+from cluster_harness import declare_and_connect, etcd_up, served_everywhere
 import mp
 import ssh_harness as s
 
@@ -22,10 +22,6 @@ def leader_index(etcd):
         if any(e["Endpoint"] == m.client_url and e["Status"]["header"]["member_id"] == leader for e in status):
             return i
     raise AssertionError(f"no leader in {status}")
-
-
-def etcd_up(proxy):
-    return mp.metric_value(proxy.metrics(), "monitoring_proxy_cluster_etcd_up")
 
 
 def test_one_etcd_member_killed_changes_nothing(cluster, etcd, workdir, exporter):

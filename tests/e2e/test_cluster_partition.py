@@ -10,16 +10,12 @@ import pytest
 import cluster_harness
 import mp
 import ssh_harness as s
-from cluster_harness import declare_and_connect, served_everywhere
+from cluster_harness import declare_and_connect, etcd_up, served_everywhere
 from freezable_relay import relays_for
 
 SUPPORTED, WHY = cluster_harness.cluster_support()
 if not SUPPORTED:
     pytest.skip(WHY, allow_module_level=True)
-
-
-def etcd_up(proxy):
-    return mp.metric_value(proxy.metrics(), "monitoring_proxy_cluster_etcd_up")
 
 
 @pytest.fixture
